@@ -1,0 +1,361 @@
+//! The thin `fuser::Filesystem` implementation: unpack each request, call the module that owns
+//! it, reply. No overlay logic lives here.
+//!
+//! Invariant: no handler holds a lock while it replies, and none sends a kernel notification.
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use crate::ovl::{errno, io_errno, OResult, Ovl};
+use crate::{file, inode, namei, readdir, xattr};
+
+pub struct PlyFs {
+    pub ovl: Ovl,
+}
+
+/// A zeroed attribute for negative entries (node id 0).
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
+fn dir_node(ovl: &Ovl, ino: INodeNo) -> OResult<std::sync::Arc<crate::node::Node>> {
+    let node = ovl.node(ino.0)?;
+    if node.kind != FileType::Directory {
+        return Err(Errno::ENOTDIR);
+    }
+    Ok(node)
+}
+
+/// Replies to a getxattr/listxattr with `value` under the size protocol.
+fn reply_sized(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+impl PlyFs {
+    fn lookup_entry(&self, parent: INodeNo, name: &OsStr) -> OResult<Option<FileAttr>> {
+        let parent = dir_node(&self.ovl, parent)?;
+        Ok(namei::lookup(&self.ovl, &parent, name)?.map(|(_, attr)| attr))
+    }
+
+    fn getxattr_value(&self, ino: INodeNo, name: &OsStr) -> OResult<Vec<u8>> {
+        let node = self.ovl.node(ino.0)?;
+        let real_name = self
+            .ovl
+            .xattrs
+            .to_real(name.as_bytes())
+            .ok_or(Errno::ENODATA)?;
+        let real_name = CString::new(real_name).map_err(|_| Errno::EINVAL)?;
+        let reals = node.reals();
+        xattr::read_all(reals[0].fd(), c"", &real_name)
+            .map_err(io_errno)?
+            .ok_or(Errno::ENODATA)
+    }
+
+    fn listxattr_value(&self, ino: INodeNo) -> OResult<Vec<u8>> {
+        let node = self.ovl.node(ino.0)?;
+        let reals = node.reals();
+        let list = xattr::list_all(reals[0].fd(), c"").map_err(io_errno)?;
+        Ok(self.ovl.xattrs.filter_list(&list))
+    }
+}
+
+impl Filesystem for PlyFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_MAX_PAGES,
+        ];
+        for flag in wanted {
+            if config.add_capabilities(flag).is_err() {
+                tracing::debug!("kernel lacks {flag:?}");
+            }
+        }
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.ovl.passthrough.store(true, Ordering::Relaxed);
+        }
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(1 << 20);
+        tracing::info!(
+            passthrough = self.ovl.passthrough.load(Ordering::Relaxed),
+            "mounted"
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        tracing::debug!(parent = parent.0, ?name, "lookup");
+        match self.lookup_entry(parent, name) {
+            Ok(Some(attr)) => reply.entry(&self.ovl.timeout, &attr, Generation(0)),
+            Ok(None) if !self.ovl.timeout.is_zero() => {
+                reply.entry(&self.ovl.timeout, &negative_attr(), Generation(0))
+            }
+            Ok(None) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.ovl.nodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.ovl.node(ino.0).and_then(|n| inode::getattr(&n)) {
+            Ok(attr) => reply.attr(&self.ovl.timeout, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let res = self
+            .ovl
+            .node(ino.0)
+            .and_then(|n| nix::fcntl::readlinkat(n.reals()[0].fd(), c"").map_err(errno));
+        match res {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.ovl.node(ino.0) {
+            Ok(node) => file::open(&self.ovl, &node, flags.0, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match file::read(&self.ovl, fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        file::release(&self.ovl, fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match dir_node(&self.ovl, ino) {
+            Ok(_) => {
+                let fh = self.ovl.dirs.insert(readdir::DirHandle::default());
+                // The kernel may cache the listing across opens: it changes only through the
+                // mount (which invalidates it) while the layers are in use.
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                );
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let listing = self.ovl.node(ino.0).and_then(|node| {
+            let dh = self.ovl.dirs.get(fh.0)?;
+            readdir::listing_for(&self.ovl, &node, &dh, offset)
+        });
+        match listing {
+            Ok(listing) => {
+                for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let res = self.ovl.node(ino.0).and_then(|node| {
+            let dh = self.ovl.dirs.get(fh.0)?;
+            Ok((readdir::listing_for(&self.ovl, &node, &dh, offset)?, node))
+        });
+        let (listing, node) = match res {
+            Ok(r) => r,
+            Err(e) => return reply.error(e),
+        };
+        for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+            let off = i as u64 + 1;
+            let full = if e.name == "." || e.name == ".." {
+                // The kernel takes no lookup count for these.
+                let id = e.ino;
+                match self.ovl.node(id).and_then(|n| inode::getattr(&n)) {
+                    Ok(attr) => reply.add(
+                        INodeNo(id),
+                        off,
+                        &e.name,
+                        &self.ovl.timeout,
+                        &attr,
+                        Generation(0),
+                    ),
+                    Err(_) => continue,
+                }
+            } else {
+                match namei::lookup(&self.ovl, &node, &e.name) {
+                    Ok(Some((child, attr))) => {
+                        let full = reply.add(
+                            INodeNo(child.id),
+                            off,
+                            &e.name,
+                            &self.ovl.timeout,
+                            &attr,
+                            Generation(0),
+                        );
+                        if full {
+                            // Not sent: the kernel will not count this lookup.
+                            self.ovl.nodes.forget(child.id, 1);
+                        }
+                        full
+                    }
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::warn!(?err, name = ?e.name, "readdirplus lookup failed");
+                        continue;
+                    }
+                }
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.ovl.dirs.remove(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match nix::sys::statfs::fstatfs(&self.ovl.layers.statfs_layer().root) {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                s.maximum_name_length() as u32,
+                s.block_size() as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.getxattr_value(ino, name) {
+            Ok(v) => reply_sized(reply, &v, size),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.listxattr_value(ino) {
+            Ok(v) => reply_sized(reply, &v, size),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let res = self.ovl.node(ino.0).and_then(|n| inode::getattr(&n));
+        match res {
+            Ok(attr) => {
+                let groups = inode::caller_groups(req.pid());
+                if inode::permitted(&attr, req.uid(), req.gid(), &groups, mask.bits()) {
+                    reply.ok()
+                } else {
+                    reply.error(Errno::EACCES)
+                }
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+}

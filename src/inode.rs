@@ -1,0 +1,170 @@
+//! Attributes of overlay nodes: getattr, access, and the st_ino/st_dev rules.
+//!
+//! Rules: st_ino is the node id (so it equals readdir's d_ino and survives remounts); st_dev is
+//! the FUSE mount's own device for every object (the kernel fills it in); a directory that merges
+//! several layers reports one link, as the kernel's overlay does. Everything else is the topmost
+//! real object's.
+
+use fuser::{FileAttr, FileType, INodeNo};
+use nix::sys::stat::{FileStat, SFlag};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::layer;
+use crate::node::Node;
+use crate::ovl::{errno, OResult};
+
+pub fn file_type(mode: u32) -> FileType {
+    match SFlag::from_bits_truncate(mode) & SFlag::S_IFMT {
+        SFlag::S_IFDIR => FileType::Directory,
+        SFlag::S_IFLNK => FileType::Symlink,
+        SFlag::S_IFIFO => FileType::NamedPipe,
+        SFlag::S_IFSOCK => FileType::Socket,
+        SFlag::S_IFCHR => FileType::CharDevice,
+        SFlag::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+/// The kernel's 32-bit device encoding (`new_encode_dev`), as FUSE carries it.
+pub fn encode_rdev(rdev: u64) -> u32 {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+pub fn attr(id: u64, st: &FileStat, merged_dir: bool) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(id),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: file_type(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: if merged_dir { 1 } else { st.st_nlink as u32 },
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: encode_rdev(st.st_rdev),
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+/// The attributes of a node, from its topmost real object.
+pub fn getattr(node: &Node) -> OResult<FileAttr> {
+    let reals = node.reals();
+    let st = layer::stat(&reals[0].fd).map_err(errno)?;
+    Ok(attr(
+        node.id,
+        &st,
+        node.kind == FileType::Directory && reals.len() > 1,
+    ))
+}
+
+/// POSIX permission check of `mask` (R_OK/W_OK/X_OK bits) for a caller; root passes except
+/// for execute on a file nobody may execute.
+pub fn permitted(attr: &FileAttr, uid: u32, gid: u32, groups: &[u32], mask: i32) -> bool {
+    let mask = (mask & 7) as u16;
+    if mask == 0 {
+        return true;
+    }
+    if uid == 0 {
+        return mask & 1 == 0 || attr.kind == FileType::Directory || attr.perm & 0o111 != 0;
+    }
+    let bits = if attr.uid == uid {
+        attr.perm >> 6
+    } else if attr.gid == gid || groups.contains(&attr.gid) {
+        attr.perm >> 3
+    } else {
+        attr.perm
+    } & 7;
+    bits & mask == mask
+}
+
+/// The supplementary groups of the calling process (from /proc; empty if it is gone).
+pub fn caller_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(perm: u16, uid: u32, gid: u32, kind: FileType) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(5),
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind,
+            perm,
+            nlink: 1,
+            uid,
+            gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn rdev_encoding_matches_kernel() {
+        assert_eq!(encode_rdev(libc::makedev(1, 3)), 0x103);
+        assert_eq!(
+            encode_rdev(libc::makedev(8, 0x123)),
+            0x23 | (8 << 8) | (0x100 << 12)
+        );
+    }
+
+    #[test]
+    fn permissions() {
+        let f = a(0o640, 1000, 100, FileType::RegularFile);
+        assert!(permitted(&f, 1000, 5, &[], 6));
+        assert!(permitted(&f, 2000, 100, &[], 4));
+        assert!(!permitted(&f, 2000, 100, &[], 2));
+        assert!(permitted(&f, 2000, 7, &[100], 4));
+        assert!(!permitted(&f, 2000, 7, &[], 4));
+        assert!(permitted(&f, 0, 0, &[], 6), "root reads and writes");
+        assert!(
+            !permitted(&f, 0, 0, &[], 1),
+            "root cannot exec a non-executable file"
+        );
+        assert!(permitted(
+            &a(0o700, 5, 5, FileType::Directory),
+            0,
+            0,
+            &[],
+            1
+        ));
+    }
+
+    #[test]
+    fn times_before_epoch() {
+        assert_eq!(
+            time(-1, 500_000_000),
+            UNIX_EPOCH - Duration::from_millis(500)
+        );
+        assert_eq!(time(2, 5), UNIX_EPOCH + Duration::new(2, 5));
+    }
+}

@@ -1,0 +1,115 @@
+//! The layers of a mount: their root fds, devices and order; and opening real objects below them.
+//!
+//! Invariants: index 0 is the upper layer when there is one, then the lowers topmost first. A
+//! layer's root fd is an `O_PATH` directory fd opened before the mount exists, so no real lookup
+//! can cross into the plyfs mount itself. Real objects are only ever opened one name at a time
+//! with `O_NOFOLLOW` relative to a directory fd of the same layer, so they stay beneath the root.
+
+use anyhow::{Context, Result};
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+pub struct Layer {
+    pub index: usize,
+    pub path: PathBuf,
+    pub root: OwnedFd,
+    pub dev: u64,
+    /// Index of this layer's filesystem among the distinct filesystems of all layers, upper's
+    /// first; it tags node ids so equal inode numbers on two filesystems never collide.
+    pub fs_index: u8,
+    pub writable: bool,
+}
+
+pub struct Layers {
+    pub all: Vec<Layer>,
+    pub has_upper: bool,
+}
+
+/// Opens a directory path (following symlinks, as lowerdir= paths may be symlinks) as `O_PATH`.
+fn open_root(path: &Path) -> Result<(OwnedFd, FileStat)> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open layer '{}'", path.display()))?;
+    let st = fstat(&fd).with_context(|| format!("cannot stat layer '{}'", path.display()))?;
+    Ok((fd, st))
+}
+
+impl Layers {
+    pub fn open(cfg: &Config) -> Result<Layers> {
+        let mut paths: Vec<(PathBuf, bool)> = Vec::new();
+        if let Some(u) = &cfg.upper {
+            paths.push((u.clone(), !cfg.read_only));
+        }
+        paths.extend(cfg.lowers.iter().map(|l| (l.clone(), false)));
+        let mut devs: Vec<u64> = Vec::new();
+        let mut all = Vec::new();
+        for (index, (path, writable)) in paths.into_iter().enumerate() {
+            let (root, st) = open_root(&path)?;
+            let dev = st.st_dev;
+            let fs_index = match devs.iter().position(|d| *d == dev) {
+                Some(i) => i,
+                None => {
+                    devs.push(dev);
+                    devs.len() - 1
+                }
+            };
+            all.push(Layer {
+                index,
+                path,
+                root,
+                dev,
+                fs_index: u8::try_from(fs_index)
+                    .context("too many filesystems under the layers")?,
+                writable,
+            });
+        }
+        Ok(Layers {
+            all,
+            has_upper: cfg.upper.is_some(),
+        })
+    }
+
+    pub fn get(&self, index: usize) -> &Layer {
+        &self.all[index]
+    }
+
+    pub fn is_upper(&self, index: usize) -> bool {
+        self.has_upper && index == 0
+    }
+
+    /// The layer whose statfs the mount reports: the upper, else the topmost lower.
+    pub fn statfs_layer(&self) -> &Layer {
+        &self.all[0]
+    }
+}
+
+/// Opens `name` in directory `dir` as an `O_PATH` fd without following a symlink.
+pub fn open_child(dir: BorrowedFd, name: &CStr) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens the object an `O_PATH` fd names for I/O, through /proc/self/fd (never follows a
+/// symlink: the fd already names the final object).
+pub fn reopen(fd: BorrowedFd, flags: OFlag) -> nix::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::fcntl::open(path.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())
+}
+
+/// `fstat` of a real object.
+pub fn stat(fd: &OwnedFd) -> nix::Result<FileStat> {
+    fstat(fd.as_fd())
+}

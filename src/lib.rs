@@ -1,0 +1,16 @@
+//! plyfs: an overlay (union) filesystem in userspace. The crate root only declares the modules;
+//! `main.rs` is the command line and `fs.rs` the FUSE entry points. See DESIGN.md for the map.
+
+pub mod config;
+pub mod export;
+pub mod file;
+pub mod fs;
+pub mod inode;
+pub mod layer;
+pub mod namei;
+pub mod node;
+pub mod nodetable;
+pub mod ovl;
+pub mod readdir;
+pub mod sys;
+pub mod xattr;

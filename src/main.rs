@@ -1,0 +1,215 @@
+//! The `plyfs` command: parse the command line, check the layers, mount, and serve requests,
+//! in the foreground or as a daemon.
+//!
+//! Invariants: nothing is mounted or written before the configuration is valid. Without `-f`
+//! the parent exits 0 only after the daemon reports the mount live (the FUSE handshake is done);
+//! a failure is one line on stderr and a non-zero exit. The daemon detaches its standard streams
+//! and exits when the mount goes away. `fork` happens while the process has one thread.
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{SigSet, Signal};
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use plyfs::config::{self, Action, Config, KernelFlag};
+use plyfs::fs::PlyFs;
+use plyfs::ovl::Ovl;
+use plyfs::sys;
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match run(&args) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("plyfs: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: &[OsString]) -> Result<()> {
+    match config::parse_args(args)? {
+        Action::Version => {
+            println!("plyfs version {}", env!("CARGO_PKG_VERSION"));
+            println!("FUSE library version 3.x (fuser)");
+            Ok(())
+        }
+        Action::Help => {
+            print!("{}", config::USAGE);
+            Ok(())
+        }
+        Action::Mount(cfg) => mount(&cfg),
+    }
+}
+
+fn init_tracing(cfg: &Config) {
+    let default = if cfg.debug { "debug" } else { "warn" };
+    let filter = std::env::var("PLYFS_LOG").unwrap_or_else(|_| default.to_string());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(false);
+    // A daemon has no stderr: PLYFS_LOG_FILE keeps its log.
+    match std::env::var_os("PLYFS_LOG_FILE").map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+    }) {
+        Some(Ok(f)) => builder.with_writer(std::sync::Mutex::new(f)).init(),
+        _ => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// Raises the open-file limit: the node table holds one `O_PATH` fd per real object.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn fuse_config(cfg: &Config) -> fuser::Config {
+    use fuser::MountOption as M;
+    let mut opts = vec![
+        M::FSName(cfg.fs_name()),
+        M::Subtype(cfg.subtype.clone().unwrap_or_else(|| "plyfs".into())),
+        M::DefaultPermissions,
+    ];
+    if cfg.is_read_only() {
+        opts.push(M::RO);
+    }
+    for f in &cfg.kernel_flags {
+        opts.push(match *f {
+            KernelFlag::Dev(true) => M::Dev,
+            KernelFlag::Dev(false) => M::NoDev,
+            KernelFlag::Suid(true) => M::Suid,
+            KernelFlag::Suid(false) => M::NoSuid,
+            KernelFlag::Exec(true) => M::Exec,
+            KernelFlag::Exec(false) => M::NoExec,
+            KernelFlag::Atime(true) => M::Atime,
+            KernelFlag::Atime(false) => M::NoAtime,
+        });
+    }
+    // Later flags win, as mount(8) does; fuser refuses a flag together with its negation.
+    let mut seen = Vec::new();
+    opts.reverse();
+    opts.retain(|o| {
+        let key = std::mem::discriminant(&negation_key(o));
+        let keep = !seen.contains(&key);
+        seen.push(key);
+        keep
+    });
+    opts.reverse();
+    let mut fc = fuser::Config::default();
+    fc.mount_options = opts;
+    fc.acl = if cfg.allow_other {
+        fuser::SessionACL::All
+    } else if cfg.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    fc.n_threads = Some(cfg.threads);
+    fc.clone_fd = true;
+    fc
+}
+
+/// Maps a flag and its negation to one key.
+fn negation_key(o: &fuser::MountOption) -> fuser::MountOption {
+    use fuser::MountOption as M;
+    match o {
+        M::NoDev => M::Dev,
+        M::NoSuid => M::Suid,
+        M::NoExec => M::Exec,
+        M::NoAtime => M::Atime,
+        M::RW => M::RO,
+        other => other.clone(),
+    }
+}
+
+fn session(cfg: &Config) -> Result<fuser::Session<PlyFs>> {
+    let ovl = Ovl::new(cfg)?;
+    fuser::Session::new(PlyFs { ovl }, &cfg.mountpoint, &fuse_config(cfg))
+        .with_context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))
+}
+
+/// Blocks the terminating signals in every thread; one thread waits for them and unmounts, so
+/// the session ends cleanly.
+fn handle_signals(mountpoint: &Path) -> Result<()> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()?;
+    let mnt = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("plyfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                tracing::info!(?sig, "unmounting");
+                if nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                    let _ = std::process::Command::new("fusermount3")
+                        .arg("-u")
+                        .arg("-z")
+                        .arg(&mnt)
+                        .status();
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn serve(cfg: &Config, session: fuser::Session<PlyFs>) -> Result<()> {
+    handle_signals(&cfg.mountpoint)?;
+    session.run().context("FUSE session failed")
+}
+
+fn mount(cfg: &Config) -> Result<()> {
+    cfg.validate()?;
+    raise_nofile_limit();
+    if cfg.foreground {
+        init_tracing(cfg);
+        let s = session(cfg)?;
+        return serve(cfg, s);
+    }
+    let (mut rd, wr) = std::io::pipe().context("pipe")?;
+    match sys::process::fork().context("fork")? {
+        Some(_child) => {
+            drop(wr);
+            let mut msg = String::new();
+            rd.read_to_string(&mut msg)
+                .context("waiting for the daemon")?;
+            match msg.strip_prefix("ok") {
+                Some(_) => Ok(()),
+                None if msg.is_empty() => bail!("the daemon exited before the mount was live"),
+                None => Err(anyhow!(msg)),
+            }
+        }
+        None => {
+            drop(rd);
+            daemon(cfg, wr)
+        }
+    }
+}
+
+/// The daemon side of the fork: mount, report to the parent, detach, serve.
+fn daemon(cfg: &Config, mut report: std::io::PipeWriter) -> Result<()> {
+    let _ = nix::unistd::setsid();
+    let s = match session(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write!(report, "{e:#}");
+            std::process::exit(1);
+        }
+    };
+    sys::process::detach_stdio().context("detaching the standard streams")?;
+    init_tracing(cfg);
+    let _ = report.write_all(b"ok");
+    drop(report);
+    if let Err(e) = serve(cfg, s) {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! Lookup through the layers: the kernel overlayfs rules for whiteouts, opaque directories and
+//! redirects, and the on-disk forms other writers leave (AUFS `.wh.` names, fuse-overlayfs'
+//! opaque xattr).
+//!
+//! Rules (as fs/overlayfs/namei.c): the name is looked up in the parent's real directories,
+//! topmost first. A whiteout (char 0/0, a zero-size file with `overlay.whiteout`, or a `.wh.NAME`
+//! beside it) ends the search. The first object found decides the type; a non-directory ends the
+//! search; a directory merges with directories below it until a non-directory, a whiteout or an
+//! opaque directory (`overlay.opaque` = `y`, `user.fuseoverlayfs.opaque` = `y`, or a
+//! `.wh..wh..opq` inside). A directory's `overlay.redirect` (not read in the lowest layer) changes
+//! the name looked up below: a relative one replaces the last component, an absolute one restarts
+//! from the lower layers' roots. Invariant: every real lookup is one name, `O_NOFOLLOW`, beneath a
+//! directory fd of the same layer.
+
+use fuser::{Errno, FileType};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstatat, FileStat, SFlag};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use crate::config::RedirectDir;
+use crate::inode;
+use crate::layer::{self, open_child};
+use crate::node::{Node, Real};
+use crate::ovl::{errno, io_errno, OResult, Ovl};
+use crate::xattr::{self, FUSE_OVERLAYFS_OPAQUE};
+
+pub const AUFS_WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub const AUFS_OPAQUE: &CStr = c".wh..wh..opq";
+const NAME_MAX: usize = 255;
+
+/// What one layer holds under a name.
+enum Probe {
+    Missing,
+    Whiteout,
+    Object(OwnedFd, FileStat),
+}
+
+/// Where the search continues below a directory that carries a redirect.
+enum Redirect {
+    Relative(CString),
+    Absolute(Vec<CString>),
+}
+
+/// The result of a lookup before it becomes a node.
+pub struct Found {
+    pub kind: FileType,
+    pub reals: Vec<Real>,
+    pub stat: FileStat,
+}
+
+/// Whether the name is one plyfs never shows (an AUFS whiteout or opaque marker).
+pub fn is_hidden_name(name: &[u8]) -> bool {
+    name.starts_with(AUFS_WHITEOUT_PREFIX)
+}
+
+/// A char device 0/0.
+pub fn is_chardev_whiteout(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// A zero-size regular file carrying the `overlay.whiteout` xattr.
+pub fn is_xattr_whiteout(ovl: &Ovl, dir: BorrowedFd, name: &CStr, st: &FileStat) -> OResult<bool> {
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG || st.st_size != 0 {
+        return Ok(false);
+    }
+    Ok(xattr::read_small(dir, name, &ovl.xattrs.whiteout)
+        .map_err(io_errno)?
+        .is_some())
+}
+
+/// Whether `dir` holds an AUFS whiteout `.wh.NAME` for `name`.
+fn has_aufs_whiteout(dir: BorrowedFd, name: &CStr) -> OResult<bool> {
+    let name = name.to_bytes();
+    if name.len() + AUFS_WHITEOUT_PREFIX.len() > NAME_MAX {
+        return Ok(false);
+    }
+    let wh = CString::new([AUFS_WHITEOUT_PREFIX, name].concat()).map_err(|_| Errno::EINVAL)?;
+    exists(dir, &wh)
+}
+
+fn exists(dir: BorrowedFd, name: &CStr) -> OResult<bool> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Ok(false),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Looks `name` up in one real directory.
+fn probe(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Probe> {
+    let fd = match open_child(dir, name) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => {
+            return Ok(if has_aufs_whiteout(dir, name)? {
+                Probe::Whiteout
+            } else {
+                Probe::Missing
+            })
+        }
+        Err(e) => return Err(errno(e)),
+    };
+    let st = layer::stat(&fd).map_err(errno)?;
+    if is_chardev_whiteout(&st) || is_xattr_whiteout(ovl, dir, name, &st)? {
+        return Ok(Probe::Whiteout);
+    }
+    Ok(Probe::Object(fd, st))
+}
+
+/// The opaque and xwhiteouts marks of directory `name` in `dir` (`fd` is the directory itself).
+pub fn dir_marks(ovl: &Ovl, dir: BorrowedFd, name: &CStr, fd: BorrowedFd) -> OResult<(bool, bool)> {
+    let mark = xattr::read_small(dir, name, &ovl.xattrs.opaque).map_err(io_errno)?;
+    let (mut opaque, xwhiteouts) = match mark.as_deref() {
+        Some(b"y") => (true, false),
+        Some(b"x") => (false, true),
+        _ => (false, false),
+    };
+    if !opaque {
+        opaque = xattr::read_small(dir, name, FUSE_OVERLAYFS_OPAQUE)
+            .map_err(io_errno)?
+            .is_some_and(|v| v == b"y")
+            || exists(fd, AUFS_OPAQUE)?;
+    }
+    Ok((opaque, xwhiteouts))
+}
+
+fn read_redirect(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Option<Redirect>> {
+    let Some(value) = xattr::read_all(dir, name, &ovl.xattrs.redirect).map_err(io_errno)? else {
+        return Ok(None);
+    };
+    if matches!(ovl.redirect_dir, RedirectDir::NoFollow) {
+        tracing::warn!("refusing to follow redirect of {:?}", name);
+        return Err(Errno::EPERM);
+    }
+    let parse = |c: &[u8]| CString::new(c).map_err(|_| Errno::EINVAL);
+    if let Some(abs) = value.strip_prefix(b"/") {
+        let parts = abs
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(parse)
+            .collect::<OResult<Vec<_>>>()?;
+        if parts.is_empty() || parts.iter().any(|p| p.as_bytes() == b"..") {
+            return Err(Errno::EINVAL);
+        }
+        Ok(Some(Redirect::Absolute(parts)))
+    } else if value.is_empty() || value.contains(&b'/') || value == b".." || value == b"." {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(Some(Redirect::Relative(parse(&value)?)))
+    }
+}
+
+/// Walks `parts[..len-1]` from a layer root, directory by directory; `None` if any is missing.
+fn walk_from_root(root: BorrowedFd, parts: &[CString]) -> OResult<Option<OwnedFd>> {
+    let mut dir: Option<OwnedFd> = None;
+    for part in &parts[..parts.len() - 1] {
+        let at = dir.as_ref().map_or(root, |d| std::os::fd::AsFd::as_fd(d));
+        match open_child(at, part) {
+            Ok(fd) => {
+                if !is_dir(&layer::stat(&fd).map_err(errno)?) {
+                    return Ok(None);
+                }
+                dir = Some(fd);
+            }
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    match dir {
+        Some(d) => Ok(Some(d)),
+        None => nix::unistd::dup(root).map(Some).map_err(errno),
+    }
+}
+
+/// Finds `name` in directory node `parent` through the layers.
+pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
+    let bytes = name.as_bytes();
+    if bytes.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if is_hidden_name(bytes) {
+        return Ok(None);
+    }
+    let cname = CString::new(bytes).map_err(|_| Errno::EINVAL)?;
+    let preals = parent.reals();
+    let nlayers = ovl.layers.all.len();
+    let mut by_layer: Vec<Option<&Real>> = vec![None; nlayers];
+    for r in preals.iter() {
+        by_layer[r.layer] = Some(r);
+    }
+    let mut found: Vec<Real> = Vec::new();
+    let mut kind = None;
+    let mut top_stat = None;
+    let mut redirect: Option<Redirect> = None;
+    let first = preals.first().map_or(nlayers, |r| r.layer);
+    for (li, parent_real) in by_layer.iter().enumerate().skip(first) {
+        // The directory to look in, and the name to look up there.
+        let owned;
+        let (dir, lname): (BorrowedFd, &CStr) = match &redirect {
+            Some(Redirect::Absolute(parts)) => {
+                match walk_from_root(std::os::fd::AsFd::as_fd(&ovl.layers.get(li).root), parts)? {
+                    Some(d) => {
+                        owned = d;
+                        (std::os::fd::AsFd::as_fd(&owned), parts.last().unwrap())
+                    }
+                    None => continue,
+                }
+            }
+            other => match parent_real {
+                Some(pr) => (
+                    pr.fd(),
+                    match other {
+                        Some(Redirect::Relative(n)) => n.as_c_str(),
+                        _ => cname.as_c_str(),
+                    },
+                ),
+                None => continue,
+            },
+        };
+        let (fd, st) = match probe(ovl, dir, lname)? {
+            Probe::Missing => continue,
+            Probe::Whiteout => break,
+            Probe::Object(fd, st) => (fd, st),
+        };
+        let this_is_dir = is_dir(&st);
+        match kind {
+            None => {
+                kind = Some(inode::file_type(st.st_mode));
+                top_stat = Some(st);
+            }
+            Some(FileType::Directory) if this_is_dir => {}
+            Some(_) => break,
+        }
+        let (mut opaque, mut xwhiteouts) = (false, false);
+        if this_is_dir {
+            (opaque, xwhiteouts) = dir_marks(ovl, dir, lname, std::os::fd::AsFd::as_fd(&fd))?;
+            if li + 1 < nlayers && !opaque && ovl.redirect_dir != RedirectDir::Off {
+                if let Some(r) = read_redirect(ovl, dir, lname)? {
+                    redirect = Some(r);
+                }
+            }
+        }
+        found.push(Real {
+            layer: li,
+            fd,
+            ino: st.st_ino,
+            opaque,
+            xwhiteouts,
+        });
+        if !this_is_dir || opaque {
+            break;
+        }
+    }
+    Ok(match (kind, top_stat) {
+        (Some(kind), Some(stat)) => Some(Found {
+            kind,
+            reals: found,
+            stat,
+        }),
+        _ => None,
+    })
+}
+
+/// Looks `name` up in `parent` and returns its node, counting one kernel lookup.
+pub fn lookup(
+    ovl: &Ovl,
+    parent: &Node,
+    name: &OsStr,
+) -> OResult<Option<(Arc<Node>, fuser::FileAttr)>> {
+    let Some(found) = find(ovl, parent, name)? else {
+        return Ok(None);
+    };
+    let id = ovl.id_of_reals(found.kind, &found.reals);
+    let merged = found.kind == FileType::Directory && found.reals.len() > 1;
+    let attr = inode::attr(id, &found.stat, merged);
+    let node = ovl
+        .nodes
+        .intern(Node::new(id, found.kind, found.reals, parent.id));
+    Ok(Some((node, attr)))
+}

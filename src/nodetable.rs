@@ -1,0 +1,151 @@
+//! The node table: node id -> node, the kernel's lookup counts, and forgetting.
+//!
+//! Invariants: a node is in the table while the kernel holds a lookup count on it (the root
+//! always). Looking a node up and bumping its count happen under the table's read lock, and a
+//! node is only removed under the write lock after re-checking its count is 0, so a lookup racing
+//! a forget either revives the node or finds it gone, never a removed node. The table lock is
+//! taken before any node lock and never held across a system call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::export::{pack, ALLOCATED_BASE};
+use crate::node::Node;
+
+pub struct NodeTable {
+    nodes: RwLock<HashMap<u64, Arc<Node>>>,
+    /// Ids for (fs index, inode number) pairs that do not pack. Not yet persistent.
+    allocated: Mutex<HashMap<(u8, u64), u64>>,
+    next_allocated: AtomicU64,
+}
+
+impl Default for NodeTable {
+    fn default() -> Self {
+        NodeTable {
+            nodes: RwLock::new(HashMap::new()),
+            allocated: Mutex::new(HashMap::new()),
+            next_allocated: AtomicU64::new(ALLOCATED_BASE),
+        }
+    }
+}
+
+impl NodeTable {
+    /// The node id of the object whose origin is inode `ino` on filesystem `fs_index`.
+    pub fn id_for(&self, fs_index: u8, ino: u64) -> u64 {
+        if let Some(id) = pack(fs_index, ino) {
+            return id;
+        }
+        let mut alloc = self.allocated.lock().unwrap_or_else(|e| e.into_inner());
+        *alloc
+            .entry((fs_index, ino))
+            .or_insert_with(|| self.next_allocated.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
+        self.read().get(&id).cloned()
+    }
+
+    /// Inserts the root with a count that never drops to 0.
+    pub fn insert_root(&self, node: Node) {
+        node.lookups.store(1 << 62, Ordering::Relaxed);
+        self.write().insert(node.id, Arc::new(node));
+    }
+
+    /// Returns the node with `node`'s id, counting one kernel lookup: the one already in the
+    /// table (dropping `node`) or `node` itself.
+    pub fn intern(&self, node: Node) -> Arc<Node> {
+        if let Some(existing) = self.read().get(&node.id) {
+            existing.lookups.fetch_add(1, Ordering::Relaxed);
+            existing
+                .parent
+                .store(node.parent.load(Ordering::Relaxed), Ordering::Relaxed);
+            return existing.clone();
+        }
+        let mut nodes = self.write();
+        let entry = nodes.entry(node.id).or_insert_with(|| Arc::new(node));
+        entry.lookups.fetch_add(1, Ordering::Relaxed);
+        entry.clone()
+    }
+
+    /// Drops `n` kernel lookups of `id`; the node leaves the table at 0.
+    pub fn forget(&self, id: u64, n: u64) {
+        let now_zero = match self.read().get(&id) {
+            Some(node) => {
+                let before = node.lookups.fetch_sub(
+                    n.min(node.lookups.load(Ordering::Relaxed)),
+                    Ordering::AcqRel,
+                );
+                before <= n
+            }
+            None => false,
+        };
+        if now_zero {
+            let mut nodes = self.write();
+            if nodes
+                .get(&id)
+                .is_some_and(|node| node.lookups.load(Ordering::Acquire) == 0)
+            {
+                nodes.remove(&id);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<Node>>> {
+        self.nodes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<Node>>> {
+        self.nodes.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuser::FileType;
+
+    fn node(id: u64) -> Node {
+        Node::new(id, FileType::RegularFile, Vec::new(), 1)
+    }
+
+    #[test]
+    fn intern_counts_and_forget_removes() {
+        let t = NodeTable::default();
+        let a = t.intern(node(10));
+        let b = t.intern(node(10));
+        assert!(Arc::ptr_eq(&a, &b), "same id gives the same node");
+        assert_eq!(a.lookups.load(Ordering::Relaxed), 2);
+        t.forget(10, 1);
+        assert!(t.get(10).is_some());
+        t.forget(10, 1);
+        assert!(t.get(10).is_none(), "gone when the count reaches 0");
+        t.forget(10, 1); // forgetting an unknown id is harmless
+    }
+
+    #[test]
+    fn over_forget_does_not_wrap() {
+        let t = NodeTable::default();
+        t.intern(node(11));
+        t.forget(11, 5);
+        assert!(t.get(11).is_none());
+    }
+
+    #[test]
+    fn allocated_ids_are_stable_and_distinct() {
+        let t = NodeTable::default();
+        let a = t.id_for(0, 1);
+        assert!(a >= ALLOCATED_BASE);
+        assert_eq!(t.id_for(0, 1), a);
+        assert_ne!(t.id_for(0, u64::MAX), a);
+        assert_eq!(t.id_for(0, 77), 77);
+    }
+}

@@ -1,0 +1,144 @@
+//! The mount-wide state every request reads: layers, options, the node table and open handles.
+//!
+//! Invariants: built once before the mount goes live; afterwards only the node table, the handle
+//! tables and the passthrough switch change, each behind its own lock or atomic. The handle
+//! tables' mutexes are leaves: held only to insert, find or remove an entry.
+
+use anyhow::{Context, Result};
+use fuser::{Errno, FileType};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{Config, RedirectDir};
+use crate::export::ROOT_ID;
+use crate::layer::{self, Layers};
+use crate::node::{Node, Real};
+use crate::nodetable::NodeTable;
+use crate::xattr::{self, OvlXattrs};
+
+pub type OResult<T> = Result<T, Errno>;
+
+/// The errno of a failed real system call.
+pub fn errno(e: nix::errno::Errno) -> Errno {
+    Errno::from_i32(e as i32)
+}
+
+/// The errno of a failed real I/O call.
+pub fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Open handles of one kind (files or directories), by FUSE file handle number.
+pub struct HandleTable<T> {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, Arc<T>>>,
+}
+
+impl<T> Default for HandleTable<T> {
+    fn default() -> Self {
+        HandleTable {
+            next: AtomicU64::new(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> HandleTable<T> {
+    pub fn insert(&self, value: T) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(fh, Arc::new(value));
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> OResult<Arc<T>> {
+        self.lock().get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<T>> {
+        self.lock().remove(&fh)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<T>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct Ovl {
+    pub layers: Layers,
+    pub xattrs: OvlXattrs,
+    pub nodes: NodeTable,
+    pub files: HandleTable<crate::file::OpenFile>,
+    pub dirs: HandleTable<crate::readdir::DirHandle>,
+    pub timeout: Duration,
+    pub read_only: bool,
+    pub redirect_dir: RedirectDir,
+    pub userxattr: bool,
+    /// FUSE passthrough was granted by the kernel and still works.
+    pub passthrough: AtomicBool,
+}
+
+impl Ovl {
+    pub fn new(cfg: &Config) -> Result<Ovl> {
+        let layers = Layers::open(cfg)?;
+        let xattrs = OvlXattrs::new(cfg.userxattr);
+        let mut reals = Vec::new();
+        for l in &layers.all {
+            let fd = l
+                .root
+                .try_clone()
+                .with_context(|| format!("cannot use layer '{}'", l.path.display()))?;
+            let st = layer::stat(&fd)?;
+            // Opaque is ignored on layer roots; "x" still marks a root holding xattr whiteouts.
+            let mark = xattr::read_small(std::os::fd::AsFd::as_fd(&l.root), c"", &xattrs.opaque)?;
+            reals.push(Real {
+                layer: l.index,
+                fd,
+                ino: st.st_ino,
+                opaque: false,
+                xwhiteouts: mark.as_deref() == Some(b"x"),
+            });
+        }
+        let nodes = NodeTable::default();
+        nodes.insert_root(Node::new(ROOT_ID, FileType::Directory, reals, ROOT_ID));
+        Ok(Ovl {
+            layers,
+            xattrs,
+            nodes,
+            files: HandleTable::default(),
+            dirs: HandleTable::default(),
+            timeout: cfg.timeout,
+            read_only: cfg.is_read_only(),
+            redirect_dir: if cfg.upper.is_none() && cfg.redirect_dir == RedirectDir::Follow {
+                RedirectDir::On
+            } else {
+                cfg.redirect_dir
+            },
+            userxattr: cfg.userxattr,
+            passthrough: AtomicBool::new(false),
+        })
+    }
+
+    /// The node the kernel names by `id`.
+    pub fn node(&self, id: u64) -> OResult<Arc<Node>> {
+        self.nodes.get(id).ok_or(Errno::ESTALE)
+    }
+
+    /// The node id of a real object found in `layer` with inode number `ino`.
+    pub fn id_of(&self, layer: usize, ino: u64) -> u64 {
+        self.nodes.id_for(self.layers.get(layer).fs_index, ino)
+    }
+
+    /// The node id of an object from its real objects (topmost first), by the origin rule of
+    /// `export.rs`: a directory merging an upper dir with lower ones takes the topmost lower's.
+    pub fn id_of_reals(&self, kind: FileType, reals: &[Real]) -> u64 {
+        let origin = match reals {
+            [top, below, ..] if kind == FileType::Directory && self.layers.is_upper(top.layer) => {
+                below
+            }
+            _ => &reals[0],
+        };
+        self.id_of(origin.layer, origin.ino)
+    }
+}

@@ -1,0 +1,244 @@
+//! The merged listing of a directory: entries of every layer the directory merges, topmost
+//! first, de-duplicated, with whiteouts and the private marker names removed.
+//!
+//! Rules: a name belongs to the topmost layer that mentions it; if that mention is a whiteout
+//! the name is hidden. Within one layer an entry wins over a whiteout of the same name. d_ino is
+//! the node id lookup gives the same name (the origin rule: an upper directory that merges with a
+//! lower one below it takes the lower's id), so d_ino equals st_ino. Invariant: a listing is built
+//! once per open-and-rewind and kept in the directory handle; offsets are indexes + 1.
+
+use fuser::FileType;
+use nix::dir::{Dir, Type};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode};
+use std::collections::HashMap;
+use std::ffi::{CStr, OsString};
+use std::os::unix::ffi::OsStringExt;
+use std::sync::{Arc, Mutex};
+
+use crate::inode;
+use crate::namei::{self, AUFS_WHITEOUT_PREFIX};
+use crate::node::{Node, Real};
+use crate::ovl::{errno, OResult, Ovl};
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub name: OsString,
+    pub kind: FileType,
+    pub ino: u64,
+}
+
+/// An open directory: the listing, built on the first read from offset 0.
+#[derive(Default)]
+pub struct DirHandle {
+    pub listing: Mutex<Option<Arc<Vec<Entry>>>>,
+}
+
+/// One name's first mention in the layers.
+struct Slot {
+    shown: bool,
+    kind: FileType,
+    layer: usize,
+    ino: u64,
+    /// An upper directory still looking for the directory it merges with below.
+    seeking_below: bool,
+    below: Option<(usize, u64)>,
+}
+
+fn kind_of(t: Type) -> FileType {
+    match t {
+        Type::Directory => FileType::Directory,
+        Type::Symlink => FileType::Symlink,
+        Type::Fifo => FileType::NamedPipe,
+        Type::Socket => FileType::Socket,
+        Type::CharacterDevice => FileType::CharDevice,
+        Type::BlockDevice => FileType::BlockDevice,
+        Type::File => FileType::RegularFile,
+    }
+}
+
+/// What one real directory holds: entries (name, kind, inode) and whiteout names.
+type LayerListing = (Vec<(Vec<u8>, FileType, u64)>, Vec<Vec<u8>>);
+
+fn read_real(ovl: &Ovl, real: &Real) -> OResult<LayerListing> {
+    let mut dir = Dir::openat(
+        real.fd(),
+        c".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    let (mut entries, mut whiteouts) = (Vec::new(), Vec::new());
+    for e in dir.iter() {
+        let e = e.map_err(errno)?;
+        let name: &CStr = e.file_name();
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." || bytes == namei::AUFS_OPAQUE.to_bytes() {
+            continue;
+        }
+        if let Some(target) = bytes.strip_prefix(AUFS_WHITEOUT_PREFIX) {
+            whiteouts.push(target.to_vec());
+            continue;
+        }
+        let t = match e.file_type() {
+            Some(t) => t,
+            None => {
+                let st = fstatat(real.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+                kind_to_type(inode::file_type(st.st_mode))
+            }
+        };
+        let maybe_whiteout = t == Type::CharacterDevice || (t == Type::File && real.xwhiteouts);
+        if maybe_whiteout {
+            match fstatat(real.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st)
+                    if namei::is_chardev_whiteout(&st)
+                        || namei::is_xattr_whiteout(ovl, real.fd(), name, &st)? =>
+                {
+                    whiteouts.push(bytes.to_vec());
+                    continue;
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        entries.push((bytes.to_vec(), kind_of(t), e.ino()));
+    }
+    Ok((entries, whiteouts))
+}
+
+fn kind_to_type(k: FileType) -> Type {
+    match k {
+        FileType::Directory => Type::Directory,
+        FileType::Symlink => Type::Symlink,
+        FileType::NamedPipe => Type::Fifo,
+        FileType::Socket => Type::Socket,
+        FileType::CharDevice => Type::CharacterDevice,
+        FileType::BlockDevice => Type::BlockDevice,
+        FileType::RegularFile => Type::File,
+    }
+}
+
+/// Whether upper directory `name` below `dir` is opaque (then it merges with nothing below).
+fn upper_dir_opaque(ovl: &Ovl, dir: &Real, name: &[u8]) -> OResult<bool> {
+    let cname = std::ffi::CString::new(name).map_err(|_| fuser::Errno::EINVAL)?;
+    let fd = match crate::layer::open_child(dir.fd(), &cname) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(true),
+        Err(e) => return Err(errno(e)),
+    };
+    Ok(namei::dir_marks(ovl, dir.fd(), &cname, std::os::fd::AsFd::as_fd(&fd))?.0)
+}
+
+/// Builds the merged listing of directory `node`, with `.` and `..` first.
+pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
+    let reals = node.reals();
+    let mut out = vec![
+        Entry {
+            name: ".".into(),
+            kind: FileType::Directory,
+            ino: node.id,
+        },
+        Entry {
+            name: "..".into(),
+            kind: FileType::Directory,
+            ino: node.parent(),
+        },
+    ];
+    if reals.len() == 1 {
+        let r = &reals[0];
+        let (entries, _) = read_real(ovl, r)?;
+        out.extend(entries.into_iter().map(|(name, kind, ino)| Entry {
+            name: OsString::from_vec(name),
+            kind,
+            ino: ovl.id_of(r.layer, ino),
+        }));
+        return Ok(out);
+    }
+    let mut slots: HashMap<Vec<u8>, Slot> = HashMap::new();
+    let mut order: Vec<Vec<u8>> = Vec::new();
+    for r in reals.iter() {
+        let is_upper = ovl.layers.is_upper(r.layer);
+        let (entries, whiteouts) = read_real(ovl, r)?;
+        for (name, kind, ino) in entries {
+            match slots.get_mut(&name) {
+                None => {
+                    slots.insert(
+                        name.clone(),
+                        Slot {
+                            shown: true,
+                            kind,
+                            layer: r.layer,
+                            ino,
+                            seeking_below: is_upper && kind == FileType::Directory,
+                            below: None,
+                        },
+                    );
+                    order.push(name);
+                }
+                Some(slot) if slot.seeking_below => {
+                    slot.seeking_below = false;
+                    if kind == FileType::Directory {
+                        slot.below = Some((r.layer, ino));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for name in whiteouts {
+            match slots.get_mut(&name) {
+                None => {
+                    slots.insert(
+                        name,
+                        Slot {
+                            shown: false,
+                            kind: FileType::RegularFile,
+                            layer: r.layer,
+                            ino: 0,
+                            seeking_below: false,
+                            below: None,
+                        },
+                    );
+                }
+                Some(slot) => slot.seeking_below = false,
+            }
+        }
+    }
+    for name in order {
+        let slot = &slots[&name];
+        if !slot.shown {
+            continue;
+        }
+        let ino = match slot.below {
+            Some((layer, ino)) if !upper_dir_opaque(ovl, &reals[0], &name)? => {
+                ovl.id_of(layer, ino)
+            }
+            _ => ovl.id_of(slot.layer, slot.ino),
+        };
+        out.push(Entry {
+            name: OsString::from_vec(name),
+            kind: slot.kind,
+            ino,
+        });
+    }
+    Ok(out)
+}
+
+/// The listing of an open directory for a read at `offset`: built anew at offset 0.
+pub fn listing_for(
+    ovl: &Ovl,
+    node: &Node,
+    dh: &DirHandle,
+    offset: u64,
+) -> OResult<Arc<Vec<Entry>>> {
+    let mut guard = dh.listing.lock().unwrap_or_else(|e| e.into_inner());
+    match &*guard {
+        Some(l) if offset != 0 => Ok(l.clone()),
+        _ => {
+            // Built outside no lock but this handle's own: a handle is read by one opener.
+            let l = Arc::new(merged_listing(ovl, node)?);
+            *guard = Some(l.clone());
+            Ok(l)
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The only `unsafe` code in plyfs: raw system calls that `nix` does not wrap.
+//!
+//! Invariants: every function here is a thin, safe wrapper around one system call; each `unsafe`
+//! block says why it is sound in a `// SAFETY:` comment. Nothing here holds a lock or knows about
+//! overlay semantics.
+
+pub mod process;
+pub mod xattr;

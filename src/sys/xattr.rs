@@ -1,0 +1,133 @@
+//! Extended attributes of objects named by a directory fd and a name, without following symlinks.
+//!
+//! A (directory fd, name) pair uses `getxattrat`/`listxattrat` (Linux 6.13+), which read
+//! symlinks, devices and fifos without opening them; older kernels go through
+//! `/proc/self/fd/N/NAME` with `lgetxattr`/`llistxattr`. An empty name means the fd itself: those
+//! calls refuse `O_PATH` fds, so it goes through the /proc magic link `/proc/self/fd/N`, which
+//! lands on the object itself (a symlink is not followed past it).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+// The new *xattrat syscalls have the same number on every architecture (after 424 they are
+// allocated in the generic table).
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Set once the kernel answered ENOSYS to a *xattrat call: use the /proc fallback from then on.
+static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
+
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+fn use_xattrat(name: &CStr) -> bool {
+    !name.is_empty() && !NO_XATTRAT.load(Ordering::Relaxed)
+}
+
+fn proc_path(dir: BorrowedFd, name: &CStr) -> CString {
+    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(name.to_bytes());
+    }
+    CString::new(p).expect("no NUL in a path built from a CStr")
+}
+
+fn result(r: libc::c_long) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+fn xattrat_missing(r: &io::Result<usize>) -> bool {
+    if matches!(r, Err(e) if e.raw_os_error() == Some(libc::ENOSYS)) {
+        NO_XATTRAT.store(true, Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
+/// Reads attribute `attr` of `dir`/`name` into `buf` (an empty `buf` asks for the size).
+pub fn get(dir: BorrowedFd, name: &CStr, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    if use_xattrat(name) {
+        let mut args = XattrArgs {
+            value: buf.as_mut_ptr() as u64,
+            size: buf.len() as u32,
+            flags: 0,
+        };
+        // SAFETY: all pointers are valid for the call: `name` and `attr` are NUL-terminated,
+        // `args` points to a live struct of the size passed, and its buffer is `buf`, valid for
+        // writes of `buf.len()` bytes.
+        let r = result(unsafe {
+            libc::syscall(
+                SYS_GETXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                attr.as_ptr(),
+                &mut args as *mut XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        });
+        if !xattrat_missing(&r) {
+            return r;
+        }
+    }
+    let path = proc_path(dir, name);
+    // SAFETY: `path` and `attr` are NUL-terminated; `buf` is valid for writes of its length.
+    // Without a name, getxattr follows the /proc magic link to the object the fd names.
+    result(unsafe {
+        if name.is_empty() {
+            libc::getxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        } else {
+            libc::lgetxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }
+    } as libc::c_long)
+}
+
+/// Lists attribute names of `dir`/`name` into `buf` (an empty `buf` asks for the size).
+pub fn list(dir: BorrowedFd, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    if use_xattrat(name) {
+        // SAFETY: `name` is NUL-terminated and `buf` is valid for writes of its length.
+        let r = result(unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        });
+        if !xattrat_missing(&r) {
+            return r;
+        }
+    }
+    let path = proc_path(dir, name);
+    // SAFETY: `path` is NUL-terminated; `buf` is valid for writes of its length.
+    result(unsafe {
+        if name.is_empty() {
+            libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        } else {
+            libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        }
+    } as libc::c_long)
+}

@@ -1,0 +1,203 @@
+//! The private xattr names of the overlay formats plyfs reads and writes, in their namespaces;
+//! reading them from real objects, and hiding them from users of the mount.
+//!
+//! Invariants (as the kernel's overlay): only the namespace the mount uses is private
+//! (`trusted.overlay.` by default, `user.overlay.` with `userxattr`); a real `NS.overlay.overlay.X`
+//! is shown to users as `NS.overlay.X` and a user's `NS.overlay.X` is stored as that escaped name,
+//! so a private marker can be neither seen nor set. fuse-overlayfs' own names
+//! (`user.fuseoverlayfs.*`, `user.containers.override_stat`) are never shown.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::sys;
+
+/// The private xattr names of one mount (namespace chosen by `userxattr`).
+pub struct OvlXattrs {
+    /// `trusted.overlay.` or `user.overlay.`.
+    pub prefix: &'static [u8],
+    pub opaque: CString,
+    pub whiteout: CString,
+    pub redirect: CString,
+    pub origin: CString,
+}
+
+pub const FUSE_OVERLAYFS_OPAQUE: &CStr = c"user.fuseoverlayfs.opaque";
+
+impl OvlXattrs {
+    pub fn new(userxattr: bool) -> OvlXattrs {
+        let ns = if userxattr { "user" } else { "trusted" };
+        let name = |n: &str| CString::new(format!("{ns}.overlay.{n}")).unwrap();
+        OvlXattrs {
+            prefix: if userxattr {
+                b"user.overlay."
+            } else {
+                b"trusted.overlay."
+            },
+            opaque: name("opaque"),
+            whiteout: name("whiteout"),
+            redirect: name("redirect"),
+            origin: name("origin"),
+        }
+    }
+}
+
+const ESCAPE: &[u8] = b"overlay.";
+
+/// fuse-overlayfs' private names, never shown.
+fn is_foreign_private(name: &[u8]) -> bool {
+    name.starts_with(b"user.fuseoverlayfs.") || name == b"user.containers.override_stat"
+}
+
+impl OvlXattrs {
+    /// The real name behind a name a user asked for; `None` when it must look absent.
+    pub fn to_real(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if is_foreign_private(name) {
+            return None;
+        }
+        match name.strip_prefix(self.prefix) {
+            Some(rest) => Some([self.prefix, ESCAPE, rest].concat()),
+            None => Some(name.to_vec()),
+        }
+    }
+
+    /// The name a user sees for a real name; `None` for a private one.
+    pub fn to_user<'a>(&self, real: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+        if is_foreign_private(real) {
+            return None;
+        }
+        match real.strip_prefix(self.prefix) {
+            Some(rest) => rest
+                .strip_prefix(ESCAPE)
+                .map(|r| std::borrow::Cow::Owned([self.prefix, r].concat())),
+            None => Some(std::borrow::Cow::Borrowed(real)),
+        }
+    }
+
+    /// Maps a real NUL-separated name list to what users see.
+    pub fn filter_list(&self, list: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(list.len());
+        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            if let Some(user) = self.to_user(name) {
+                out.extend_from_slice(&user);
+                out.push(0);
+            }
+        }
+        out
+    }
+}
+
+/// Reads a small xattr of `dir`/`name` (empty name: `dir` itself). `Ok(None)` when it is absent
+/// or the filesystem has no xattrs.
+pub fn read_small(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = [0u8; 256];
+    match sys::xattr::get(dir, name, attr, &mut buf) {
+        Ok(n) => Ok(Some(buf[..n].to_vec())),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) | Some(libc::EPERM) => Ok(None),
+            Some(libc::ERANGE) => read_all(dir, name, attr),
+            _ => Err(e),
+        },
+    }
+}
+
+/// Reads a whole xattr value of any size. `Ok(None)` when absent.
+pub fn read_all(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
+    loop {
+        let size = match sys::xattr::get(dir, name, attr, &mut []) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; size];
+        match sys::xattr::get(dir, name, attr, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Lists the xattr names of `dir`/`name` (NUL-separated, as the kernel gives them).
+pub fn list_all(dir: BorrowedFd, name: &CStr) -> io::Result<Vec<u8>> {
+    loop {
+        let size = sys::xattr::list(dir, name, &mut [])?;
+        let mut buf = vec![0u8; size];
+        match sys::xattr::list(dir, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_mount_namespace_is_private() {
+        let t = OvlXattrs::new(false);
+        assert_eq!(t.to_user(b"trusted.overlay.opaque"), None);
+        assert_eq!(
+            t.to_user(b"user.overlay.opaque").as_deref(),
+            Some(&b"user.overlay.opaque"[..])
+        );
+        assert_eq!(t.to_user(b"user.fuseoverlayfs.opaque"), None);
+        assert_eq!(t.to_user(b"user.containers.override_stat"), None);
+        assert_eq!(
+            t.to_user(b"security.capability").as_deref(),
+            Some(&b"security.capability"[..])
+        );
+        let u = OvlXattrs::new(true);
+        assert_eq!(u.to_user(b"user.overlay.whiteout"), None);
+        assert_eq!(
+            u.to_user(b"trusted.overlay.x").as_deref(),
+            Some(&b"trusted.overlay.x"[..])
+        );
+    }
+
+    #[test]
+    fn escaping_round_trips() {
+        let t = OvlXattrs::new(false);
+        assert_eq!(
+            t.to_real(b"trusted.overlay.opaque").unwrap(),
+            b"trusted.overlay.overlay.opaque"
+        );
+        assert_eq!(
+            t.to_user(b"trusted.overlay.overlay.opaque").as_deref(),
+            Some(&b"trusted.overlay.opaque"[..])
+        );
+        assert_eq!(t.to_real(b"user.mime").unwrap(), b"user.mime");
+        assert_eq!(t.to_real(b"user.fuseoverlayfs.origin"), None);
+    }
+
+    #[test]
+    fn filtering_keeps_order() {
+        let t = OvlXattrs::new(false);
+        let list = b"user.a\0trusted.overlay.opaque\0security.selinux\0trusted.overlay.overlay.x\0";
+        assert_eq!(
+            t.filter_list(list),
+            b"user.a\0security.selinux\0trusted.overlay.x\0".to_vec()
+        );
+    }
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(
+            OvlXattrs::new(false).opaque.as_bytes(),
+            b"trusted.overlay.opaque"
+        );
+        assert_eq!(
+            OvlXattrs::new(true).whiteout.as_bytes(),
+            b"user.overlay.whiteout"
+        );
+    }
+}
