@@ -12,7 +12,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::layer;
 use crate::node::Node;
 use crate::ovl::{errno, OResult, Ovl};
 
@@ -70,7 +69,17 @@ fn open_real(ovl: &Ovl, node: &Node, flags: i32) -> OResult<OwnedFd> {
     }
     let keep = OFlag::from_bits_truncate(flags) & (OFlag::O_NONBLOCK | OFlag::O_DIRECT);
     let reals = node.reals();
-    layer::reopen(reals[0].fd(), OFlag::O_RDONLY | keep).map_err(errno)
+    let (dir, name) = reals[0].at();
+    if name.is_empty() {
+        return Err(Errno::EISDIR);
+    }
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | keep,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(errno)
 }
 
 fn shared_backing(

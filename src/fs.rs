@@ -75,7 +75,8 @@ impl PlyFs {
             .ok_or(Errno::ENODATA)?;
         let real_name = CString::new(real_name).map_err(|_| Errno::EINVAL)?;
         let reals = node.reals();
-        xattr::read_all(reals[0].fd(), c"", &real_name)
+        let (dir, name) = reals[0].at();
+        xattr::read_all(dir, name, &real_name)
             .map_err(io_errno)?
             .ok_or(Errno::ENODATA)
     }
@@ -83,7 +84,8 @@ impl PlyFs {
     fn listxattr_value(&self, ino: INodeNo) -> OResult<Vec<u8>> {
         let node = self.ovl.node(ino.0)?;
         let reals = node.reals();
-        let list = xattr::list_all(reals[0].fd(), c"").map_err(io_errno)?;
+        let (dir, name) = reals[0].at();
+        let list = xattr::list_all(dir, name).map_err(io_errno)?;
         Ok(self.ovl.xattrs.filter_list(&list))
     }
 }
@@ -140,10 +142,11 @@ impl Filesystem for PlyFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let res = self
-            .ovl
-            .node(ino.0)
-            .and_then(|n| nix::fcntl::readlinkat(n.reals()[0].fd(), c"").map_err(errno));
+        let res = self.ovl.node(ino.0).and_then(|n| {
+            let reals = n.reals();
+            let (dir, name) = reals[0].at();
+            nix::fcntl::readlinkat(dir, name).map_err(errno)
+        });
         match res {
             Ok(target) => reply.data(target.as_bytes()),
             Err(e) => reply.error(e),

@@ -9,7 +9,6 @@ use fuser::{FileAttr, FileType, INodeNo};
 use nix::sys::stat::{FileStat, SFlag};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::layer;
 use crate::node::Node;
 use crate::ovl::{errno, OResult};
 
@@ -59,10 +58,17 @@ pub fn attr(id: u64, st: &FileStat, merged_dir: bool) -> FileAttr {
     }
 }
 
-/// The attributes of a node, from its topmost real object.
+/// The attributes of a node, from its topmost real object. ESTALE if the name now holds another
+/// object (the layer was changed underneath).
 pub fn getattr(node: &Node) -> OResult<FileAttr> {
     let reals = node.reals();
-    let st = layer::stat(&reals[0].fd).map_err(errno)?;
+    let st = reals[0].stat().map_err(|e| match e {
+        nix::errno::Errno::ENOENT => fuser::Errno::ESTALE,
+        e => errno(e),
+    })?;
+    if st.st_ino != reals[0].ino {
+        return Err(fuser::Errno::ESTALE);
+    }
     Ok(attr(
         node.id,
         &st,

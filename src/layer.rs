@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, FileStat, Mode};
 use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -91,25 +91,12 @@ impl Layers {
     }
 }
 
-/// Opens `name` in directory `dir` as an `O_PATH` fd without following a symlink.
-pub fn open_child(dir: BorrowedFd, name: &CStr) -> nix::Result<OwnedFd> {
+/// Opens directory `name` in directory `dir` as an `O_PATH` fd without following a symlink.
+pub fn open_dir(dir: BorrowedFd, name: &CStr) -> nix::Result<OwnedFd> {
     openat(
         dir,
         name,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-}
-
-/// Opens the object an `O_PATH` fd names for I/O, through /proc/self/fd (never follows a
-/// symlink: the fd already names the final object).
-pub fn reopen(fd: BorrowedFd, flags: OFlag) -> nix::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    nix::fcntl::open(path.as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())
-}
-
-/// `fstat` of a real object.
-pub fn stat(fd: &OwnedFd) -> nix::Result<FileStat> {
-    fstat(fd.as_fd())
 }

@@ -16,14 +16,14 @@ use fuser::{Errno, FileType};
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{fstatat, FileStat, SFlag};
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use crate::config::RedirectDir;
 use crate::inode;
-use crate::layer::{self, open_child};
-use crate::node::{Node, Real};
+use crate::layer::open_dir;
+use crate::node::{Loc, Node, Real};
 use crate::ovl::{errno, io_errno, OResult, Ovl};
 use crate::xattr::{self, FUSE_OVERLAYFS_OPAQUE};
 
@@ -35,7 +35,7 @@ const NAME_MAX: usize = 255;
 enum Probe {
     Missing,
     Whiteout,
-    Object(OwnedFd, FileStat),
+    Object(FileStat),
 }
 
 /// Where the search continues below a directory that carries a redirect.
@@ -95,8 +95,8 @@ fn exists(dir: BorrowedFd, name: &CStr) -> OResult<bool> {
 
 /// Looks `name` up in one real directory.
 fn probe(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Probe> {
-    let fd = match open_child(dir, name) {
-        Ok(fd) => fd,
+    let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
         Err(nix::errno::Errno::ENOENT) => {
             return Ok(if has_aufs_whiteout(dir, name)? {
                 Probe::Whiteout
@@ -106,11 +106,10 @@ fn probe(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Probe> {
         }
         Err(e) => return Err(errno(e)),
     };
-    let st = layer::stat(&fd).map_err(errno)?;
     if is_chardev_whiteout(&st) || is_xattr_whiteout(ovl, dir, name, &st)? {
         return Ok(Probe::Whiteout);
     }
-    Ok(Probe::Object(fd, st))
+    Ok(Probe::Object(st))
 }
 
 /// The opaque and xwhiteouts marks of directory `name` in `dir` (`fd` is the directory itself).
@@ -157,25 +156,17 @@ fn read_redirect(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Option<Redi
 }
 
 /// Walks `parts[..len-1]` from a layer root, directory by directory; `None` if any is missing.
-fn walk_from_root(root: BorrowedFd, parts: &[CString]) -> OResult<Option<OwnedFd>> {
-    let mut dir: Option<OwnedFd> = None;
+fn walk_from_root(root: &Arc<OwnedFd>, parts: &[CString]) -> OResult<Option<Arc<OwnedFd>>> {
+    let mut dir = root.clone();
     for part in &parts[..parts.len() - 1] {
-        let at = dir.as_ref().map_or(root, |d| std::os::fd::AsFd::as_fd(d));
-        match open_child(at, part) {
-            Ok(fd) => {
-                if !is_dir(&layer::stat(&fd).map_err(errno)?) {
-                    return Ok(None);
-                }
-                dir = Some(fd);
-            }
-            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        match open_dir(dir.as_fd(), part) {
+            Ok(fd) => dir = Arc::new(fd),
+            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => return Ok(None),
+            Err(nix::errno::Errno::ELOOP) => return Ok(None),
             Err(e) => return Err(errno(e)),
         }
     }
-    match dir {
-        Some(d) => Ok(Some(d)),
-        None => nix::unistd::dup(root).map(Some).map_err(errno),
-    }
+    Ok(Some(dir))
 }
 
 /// Finds `name` in directory node `parent` through the layers.
@@ -190,43 +181,37 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     let cname = CString::new(bytes).map_err(|_| Errno::EINVAL)?;
     let preals = parent.reals();
     let nlayers = ovl.layers.all.len();
-    let mut by_layer: Vec<Option<&Real>> = vec![None; nlayers];
+    let mut by_layer: Vec<Option<&Arc<OwnedFd>>> = vec![None; nlayers];
     for r in preals.iter() {
-        by_layer[r.layer] = Some(r);
+        by_layer[r.layer] = r.dir_fd();
     }
     let mut found: Vec<Real> = Vec::new();
     let mut kind = None;
     let mut top_stat = None;
     let mut redirect: Option<Redirect> = None;
     let first = preals.first().map_or(nlayers, |r| r.layer);
-    for (li, parent_real) in by_layer.iter().enumerate().skip(first) {
+    for (li, parent_dir) in by_layer.iter().enumerate().skip(first) {
         // The directory to look in, and the name to look up there.
-        let owned;
-        let (dir, lname): (BorrowedFd, &CStr) = match &redirect {
-            Some(Redirect::Absolute(parts)) => {
-                match walk_from_root(std::os::fd::AsFd::as_fd(&ovl.layers.get(li).root), parts)? {
-                    Some(d) => {
-                        owned = d;
-                        (std::os::fd::AsFd::as_fd(&owned), parts.last().unwrap())
-                    }
-                    None => continue,
-                }
-            }
-            other => match parent_real {
-                Some(pr) => (
-                    pr.fd(),
+        let (dir, lname): (Arc<OwnedFd>, &CString) = match &redirect {
+            Some(Redirect::Absolute(parts)) => match walk_from_root(&ovl.roots[li], parts)? {
+                Some(d) => (d, parts.last().unwrap()),
+                None => continue,
+            },
+            other => match parent_dir {
+                Some(d) => (
+                    (*d).clone(),
                     match other {
-                        Some(Redirect::Relative(n)) => n.as_c_str(),
-                        _ => cname.as_c_str(),
+                        Some(Redirect::Relative(n)) => n,
+                        _ => &cname,
                     },
                 ),
                 None => continue,
             },
         };
-        let (fd, st) = match probe(ovl, dir, lname)? {
+        let st = match probe(ovl, dir.as_fd(), lname)? {
             Probe::Missing => continue,
             Probe::Whiteout => break,
-            Probe::Object(fd, st) => (fd, st),
+            Probe::Object(st) => st,
         };
         let this_is_dir = is_dir(&st);
         match kind {
@@ -237,23 +222,36 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             Some(FileType::Directory) if this_is_dir => {}
             Some(_) => break,
         }
-        let (mut opaque, mut xwhiteouts) = (false, false);
-        if this_is_dir {
-            (opaque, xwhiteouts) = dir_marks(ovl, dir, lname, std::os::fd::AsFd::as_fd(&fd))?;
-            if li + 1 < nlayers && !opaque && ovl.redirect_dir != RedirectDir::Off {
-                if let Some(r) = read_redirect(ovl, dir, lname)? {
-                    redirect = Some(r);
-                }
+        if !this_is_dir {
+            found.push(Real {
+                layer: li,
+                loc: Loc::At(dir, lname.clone()),
+                ino: st.st_ino,
+                opaque: false,
+                xwhiteouts: false,
+            });
+            break;
+        }
+        let fd = match open_dir(dir.as_fd(), lname) {
+            Ok(fd) => fd,
+            // Replaced underneath between the stat and the open.
+            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => break,
+            Err(e) => return Err(errno(e)),
+        };
+        let (opaque, xwhiteouts) = dir_marks(ovl, dir.as_fd(), lname, fd.as_fd())?;
+        if li + 1 < nlayers && !opaque && ovl.redirect_dir != RedirectDir::Off {
+            if let Some(r) = read_redirect(ovl, dir.as_fd(), lname)? {
+                redirect = Some(r);
             }
         }
         found.push(Real {
             layer: li,
-            fd,
+            loc: Loc::Dir(Arc::new(fd)),
             ino: st.st_ino,
             opaque,
             xwhiteouts,
         });
-        if !this_is_dir || opaque {
+        if opaque {
             break;
         }
     }

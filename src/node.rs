@@ -1,19 +1,33 @@
 //! The overlay node: one object of the merged view, with the real objects behind it.
 //!
-//! Invariants: `reals` is ordered topmost layer first. A non-directory has exactly one real
+//! Invariants: `reals` is ordered topmost layer first. A directory's real object is held open as
+//! an `O_PATH` fd (shared through an `Arc` with the children found in it); a non-directory is
+//! named by its directory's fd and its name there, so the number of open fds follows the number
+//! of directories the kernel holds, not files. A non-directory has exactly one real
 //! object (the topmost); a directory has one per layer it merges, cut after the first opaque
 //! one. The `reals` lock is only held to clone the `Arc` (never across a system call). Lock
 //! order: node table, then a node's locks; a node's locks are leaves.
 
 use fuser::FileType;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstat, fstatat, FileStat};
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// A real object in one layer, held open as an `O_PATH` fd.
+/// How a real object is reached.
+pub enum Loc {
+    /// A directory (or layer root), held open as `O_PATH`.
+    Dir(Arc<OwnedFd>),
+    /// A non-directory: a directory of the same layer and its name there.
+    At(Arc<OwnedFd>, CString),
+}
+
+/// A real object in one layer.
 pub struct Real {
     pub layer: usize,
-    pub fd: OwnedFd,
+    pub loc: Loc,
     pub ino: u64,
     /// A directory marked opaque: nothing below it merges.
     pub opaque: bool,
@@ -22,8 +36,31 @@ pub struct Real {
 }
 
 impl Real {
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The directory fd of a directory real object.
+    pub fn dir_fd(&self) -> Option<&Arc<OwnedFd>> {
+        match &self.loc {
+            Loc::Dir(fd) => Some(fd),
+            Loc::At(..) => None,
+        }
+    }
+
+    /// The (directory fd, name) pair naming the object for `*at` calls; an empty name means the
+    /// fd itself.
+    pub fn at(&self) -> (BorrowedFd<'_>, &CStr) {
+        match &self.loc {
+            Loc::Dir(fd) => (fd.as_fd(), c""),
+            Loc::At(dir, name) => (dir.as_fd(), name.as_c_str()),
+        }
+    }
+
+    /// `lstat` of the object.
+    pub fn stat(&self) -> nix::Result<FileStat> {
+        match &self.loc {
+            Loc::Dir(fd) => fstat(fd.as_fd()),
+            Loc::At(dir, name) => {
+                fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            }
+        }
     }
 }
 

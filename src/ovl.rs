@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::config::{Config, RedirectDir};
 use crate::export::ROOT_ID;
-use crate::layer::{self, Layers};
-use crate::node::{Node, Real};
+use crate::layer::Layers;
+use crate::node::{Loc, Node, Real};
 use crate::nodetable::NodeTable;
 use crate::xattr::{self, OvlXattrs};
 
@@ -67,6 +67,8 @@ impl<T> HandleTable<T> {
 
 pub struct Ovl {
     pub layers: Layers,
+    /// Each layer's root directory, by layer index (for absolute redirects).
+    pub roots: Vec<Arc<std::os::fd::OwnedFd>>,
     pub xattrs: OvlXattrs,
     pub nodes: NodeTable,
     pub files: HandleTable<crate::file::OpenFile>,
@@ -84,17 +86,20 @@ impl Ovl {
         let layers = Layers::open(cfg)?;
         let xattrs = OvlXattrs::new(cfg.userxattr);
         let mut reals = Vec::new();
+        let mut roots = Vec::new();
         for l in &layers.all {
             let fd = l
                 .root
                 .try_clone()
                 .with_context(|| format!("cannot use layer '{}'", l.path.display()))?;
-            let st = layer::stat(&fd)?;
+            let st = nix::sys::stat::fstat(&fd)?;
             // Opaque is ignored on layer roots; "x" still marks a root holding xattr whiteouts.
             let mark = xattr::read_small(std::os::fd::AsFd::as_fd(&l.root), c"", &xattrs.opaque)?;
+            let fd = Arc::new(fd);
+            roots.push(fd.clone());
             reals.push(Real {
                 layer: l.index,
-                fd,
+                loc: Loc::Dir(fd),
                 ino: st.st_ino,
                 opaque: false,
                 xwhiteouts: mark.as_deref() == Some(b"x"),
@@ -104,6 +109,7 @@ impl Ovl {
         nodes.insert_root(Node::new(ROOT_ID, FileType::Directory, reals, ROOT_ID));
         Ok(Ovl {
             layers,
+            roots,
             xattrs,
             nodes,
             files: HandleTable::default(),

@@ -13,6 +13,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 use std::collections::HashMap;
 use std::ffi::{CStr, OsString};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::{Arc, Mutex};
 
@@ -61,8 +62,12 @@ fn kind_of(t: Type) -> FileType {
 type LayerListing = (Vec<(Vec<u8>, FileType, u64)>, Vec<Vec<u8>>);
 
 fn read_real(ovl: &Ovl, real: &Real) -> OResult<LayerListing> {
+    let Some(fd) = real.dir_fd() else {
+        return Err(fuser::Errno::ENOTDIR);
+    };
+    let fd = fd.as_fd();
     let mut dir = Dir::openat(
-        real.fd(),
+        fd,
         c".",
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
@@ -83,16 +88,16 @@ fn read_real(ovl: &Ovl, real: &Real) -> OResult<LayerListing> {
         let t = match e.file_type() {
             Some(t) => t,
             None => {
-                let st = fstatat(real.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+                let st = fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
                 kind_to_type(inode::file_type(st.st_mode))
             }
         };
         let maybe_whiteout = t == Type::CharacterDevice || (t == Type::File && real.xwhiteouts);
         if maybe_whiteout {
-            match fstatat(real.fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            match fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st)
                     if namei::is_chardev_whiteout(&st)
-                        || namei::is_xattr_whiteout(ovl, real.fd(), name, &st)? =>
+                        || namei::is_xattr_whiteout(ovl, fd, name, &st)? =>
                 {
                     whiteouts.push(bytes.to_vec());
                     continue;
@@ -122,12 +127,15 @@ fn kind_to_type(k: FileType) -> Type {
 /// Whether upper directory `name` below `dir` is opaque (then it merges with nothing below).
 fn upper_dir_opaque(ovl: &Ovl, dir: &Real, name: &[u8]) -> OResult<bool> {
     let cname = std::ffi::CString::new(name).map_err(|_| fuser::Errno::EINVAL)?;
-    let fd = match crate::layer::open_child(dir.fd(), &cname) {
+    let Some(parent) = dir.dir_fd() else {
+        return Ok(true);
+    };
+    let fd = match crate::layer::open_dir(parent.as_fd(), &cname) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) => return Ok(true),
+        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => return Ok(true),
         Err(e) => return Err(errno(e)),
     };
-    Ok(namei::dir_marks(ovl, dir.fd(), &cname, std::os::fd::AsFd::as_fd(&fd))?.0)
+    Ok(namei::dir_marks(ovl, parent.as_fd(), &cname, fd.as_fd())?.0)
 }
 
 /// Builds the merged listing of directory `node`, with `.` and `..` first.
