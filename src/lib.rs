@@ -7,6 +7,7 @@ pub mod file;
 pub mod fs;
 pub mod inode;
 pub mod layer;
+pub mod mount;
 pub mod namei;
 pub mod node;
 pub mod nodetable;

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use plyfs::config::{self, Action, Config, KernelFlag};
+use plyfs::config::{self, Action, Config};
 use plyfs::fs::PlyFs;
 use plyfs::ovl::Ovl;
 use plyfs::sys;
@@ -61,77 +61,26 @@ fn init_tracing(cfg: &Config) {
     }
 }
 
-/// Raises the open-file limit: the node table holds one `O_PATH` fd per real object.
+/// Raises the open-file limit: the node table holds one `O_PATH` fd per directory the kernel
+/// holds. Up to the system's `nr_open` where allowed (root), else to the hard limit.
 fn raise_nofile_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(n) = nr_open {
+        if setrlimit(Resource::RLIMIT_NOFILE, n, n).is_ok() {
+            return;
+        }
+    }
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
-fn fuse_config(cfg: &Config) -> fuser::Config {
-    use fuser::MountOption as M;
-    let mut opts = vec![
-        M::FSName(cfg.fs_name()),
-        M::Subtype(cfg.subtype.clone().unwrap_or_else(|| "plyfs".into())),
-        M::DefaultPermissions,
-    ];
-    if cfg.is_read_only() {
-        opts.push(M::RO);
-    }
-    for f in &cfg.kernel_flags {
-        opts.push(match *f {
-            KernelFlag::Dev(true) => M::Dev,
-            KernelFlag::Dev(false) => M::NoDev,
-            KernelFlag::Suid(true) => M::Suid,
-            KernelFlag::Suid(false) => M::NoSuid,
-            KernelFlag::Exec(true) => M::Exec,
-            KernelFlag::Exec(false) => M::NoExec,
-            KernelFlag::Atime(true) => M::Atime,
-            KernelFlag::Atime(false) => M::NoAtime,
-        });
-    }
-    // Later flags win, as mount(8) does; fuser refuses a flag together with its negation.
-    let mut seen = Vec::new();
-    opts.reverse();
-    opts.retain(|o| {
-        let key = std::mem::discriminant(&negation_key(o));
-        let keep = !seen.contains(&key);
-        seen.push(key);
-        keep
-    });
-    opts.reverse();
-    let mut fc = fuser::Config::default();
-    fc.mount_options = opts;
-    fc.acl = if cfg.allow_other {
-        fuser::SessionACL::All
-    } else if cfg.allow_root {
-        fuser::SessionACL::RootAndOwner
-    } else {
-        fuser::SessionACL::Owner
-    };
-    fc.n_threads = Some(cfg.threads);
-    fc.clone_fd = true;
-    fc
-}
-
-/// Maps a flag and its negation to one key.
-fn negation_key(o: &fuser::MountOption) -> fuser::MountOption {
-    use fuser::MountOption as M;
-    match o {
-        M::NoDev => M::Dev,
-        M::NoSuid => M::Suid,
-        M::NoExec => M::Exec,
-        M::NoAtime => M::Atime,
-        M::RW => M::RO,
-        other => other.clone(),
-    }
-}
-
 fn session(cfg: &Config) -> Result<fuser::Session<PlyFs>> {
     let ovl = Ovl::new(cfg)?;
-    fuser::Session::new(PlyFs { ovl }, &cfg.mountpoint, &fuse_config(cfg))
-        .with_context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))
+    plyfs::mount::mount(PlyFs { ovl }, cfg)
 }
 
 /// Blocks the terminating signals in every thread; one thread waits for them and unmounts, so
