@@ -36,11 +36,12 @@ pub fn open(ovl: &Ovl, node: &Node, flags: i32, reply: ReplyOpen) {
         Err(e) => return reply.error(e),
     };
     let lower = !ovl.layers.is_upper(node.reals()[0].layer);
-    // Lower files never change while mounted: keep their page cache across opens.
+    // No FLUSH on close: plyfs has nothing to write back. Lower files never change while
+    // mounted: keep their page cache across opens.
     let fopen = if lower {
-        FopenFlags::FOPEN_KEEP_CACHE
+        FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_KEEP_CACHE
     } else {
-        FopenFlags::empty()
+        FopenFlags::FOPEN_NOFLUSH
     };
     let backing = if ovl.passthrough.load(Ordering::Relaxed) {
         shared_backing(ovl, node, &fd, &reply)
@@ -53,7 +54,7 @@ pub fn open(ovl: &Ovl, node: &Node, flags: i32, reply: ReplyOpen) {
     });
     match backing {
         // The kernel accepts no cache flags with passthrough (it uses the backing file's cache).
-        Some(b) => reply.opened_passthrough(fuser::FileHandle(fh), FopenFlags::empty(), &b),
+        Some(b) => reply.opened_passthrough(fuser::FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b),
         None => reply.opened(fuser::FileHandle(fh), fopen),
     }
 }

@@ -92,9 +92,10 @@ impl PlyFs {
 
 impl Filesystem for PlyFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Always READDIRPLUS (not AUTO): a listing then caches every entry and its attributes
+        // in the kernel, so a walk after it asks the daemon nothing.
         let wanted = [
             InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_MAX_PAGES,
