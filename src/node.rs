@@ -93,11 +93,6 @@ impl Node {
         self.reals.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A directory that merges more than one layer.
-    pub fn is_merged_dir(&self) -> bool {
-        self.kind == FileType::Directory && self.reals().len() > 1
-    }
-
     pub fn parent(&self) -> u64 {
         self.parent.load(Ordering::Relaxed)
     }

@@ -71,11 +71,14 @@ impl NodeTable {
     /// Drops `n` kernel lookups of `id`; the node leaves the table at 0.
     pub fn forget(&self, id: u64, n: u64) {
         let now_zero = match self.read().get(&id) {
+            // One atomic update, so racing forgets of one node can never wrap the count.
             Some(node) => {
-                let before = node.lookups.fetch_sub(
-                    n.min(node.lookups.load(Ordering::Relaxed)),
-                    Ordering::AcqRel,
-                );
+                let before = node
+                    .lookups
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                        Some(c.saturating_sub(n))
+                    })
+                    .unwrap_or(0);
                 before <= n
             }
             None => false,
@@ -137,6 +140,28 @@ mod tests {
         t.intern(node(11));
         t.forget(11, 5);
         assert!(t.get(11).is_none());
+    }
+
+    #[test]
+    fn concurrent_forgets_and_lookups_balance() {
+        let t = Arc::new(NodeTable::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        t.intern(node(12));
+                        t.forget(12, 1);
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert!(t.get(12).is_none(), "every lookup was forgotten");
+        let n = t.intern(node(12));
+        assert_eq!(n.lookups.load(Ordering::Relaxed), 1, "count did not wrap");
     }
 
     #[test]

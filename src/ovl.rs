@@ -76,7 +76,6 @@ pub struct Ovl {
     pub timeout: Duration,
     pub read_only: bool,
     pub redirect_dir: RedirectDir,
-    pub userxattr: bool,
     /// FUSE passthrough was granted by the kernel and still works.
     pub passthrough: AtomicBool,
 }
@@ -121,7 +120,6 @@ impl Ovl {
             } else {
                 cfg.redirect_dir
             },
-            userxattr: cfg.userxattr,
             passthrough: AtomicBool::new(false),
         })
     }

@@ -243,7 +243,7 @@ pub fn listing_for(
     match &*guard {
         Some(l) if offset != 0 => Ok(l.clone()),
         _ => {
-            // Built outside no lock but this handle's own: a handle is read by one opener.
+            // Only this handle's own lock is held: a directory handle is read by one opener.
             let l = Arc::new(merged_listing(ovl, node)?);
             *guard = Some(l.clone());
             Ok(l)
