@@ -11,6 +11,7 @@ pub mod mount;
 pub mod namei;
 pub mod node;
 pub mod nodetable;
+pub mod origin;
 pub mod ovl;
 pub mod readdir;
 pub mod sys;

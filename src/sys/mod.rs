@@ -4,5 +4,6 @@
 //! block says why it is sound in a `// SAFETY:` comment. Nothing here holds a lock or knows about
 //! overlay semantics.
 
+pub mod handle;
 pub mod process;
 pub mod xattr;
