@@ -2,6 +2,8 @@
 //! `main.rs` is the command line and `fs.rs` the FUSE entry points. See DESIGN.md for the map.
 
 pub mod config;
+pub mod copy_up;
+pub mod dir;
 pub mod export;
 pub mod file;
 pub mod fs;
@@ -14,5 +16,7 @@ pub mod nodetable;
 pub mod origin;
 pub mod ovl;
 pub mod readdir;
+pub mod realops;
 pub mod sys;
+pub mod work;
 pub mod xattr;

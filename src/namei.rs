@@ -32,7 +32,7 @@ pub const AUFS_OPAQUE: &CStr = c".wh..wh..opq";
 const NAME_MAX: usize = 255;
 
 /// What one layer holds under a name.
-enum Probe {
+pub enum Probe {
     Missing,
     Whiteout,
     Object(FileStat),
@@ -76,7 +76,7 @@ pub fn is_xattr_whiteout(ovl: &Ovl, dir: BorrowedFd, name: &CStr, st: &FileStat)
 }
 
 /// Whether `dir` holds an AUFS whiteout `.wh.NAME` for `name`.
-fn has_aufs_whiteout(dir: BorrowedFd, name: &CStr) -> OResult<bool> {
+pub fn has_aufs_whiteout(dir: BorrowedFd, name: &CStr) -> OResult<bool> {
     let name = name.to_bytes();
     if name.len() + AUFS_WHITEOUT_PREFIX.len() > NAME_MAX {
         return Ok(false);
@@ -93,8 +93,51 @@ fn exists(dir: BorrowedFd, name: &CStr) -> OResult<bool> {
     }
 }
 
+/// Whether a lower layer of `parent` holds `name` (so removing or moving the upper object
+/// needs a whiteout to keep it hidden).
+pub fn lower_positive(ovl: &Ovl, parent: &Node, name: &CStr) -> OResult<bool> {
+    for r in parent
+        .reals()
+        .iter()
+        .filter(|r| !ovl.layers.is_upper(r.layer))
+    {
+        let Some(dir) = r.dir_fd() else { continue };
+        match probe(ovl, dir.as_fd(), name)? {
+            Probe::Missing => continue,
+            Probe::Whiteout => return Ok(false),
+            Probe::Object(_) => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+/// What the upper directory `dir` holds under `name`: nothing, a whiteout, or an object.
+pub fn upper_entry(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<UpperEntry> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_chardev_whiteout(&st) || is_xattr_whiteout(ovl, dir, name, &st)? => {
+            Ok(UpperEntry::Whiteout)
+        }
+        Ok(_) => Ok(UpperEntry::Object),
+        Err(nix::errno::Errno::ENOENT) => Ok(if has_aufs_whiteout(dir, name)? {
+            UpperEntry::AufsWhiteout
+        } else {
+            UpperEntry::Nothing
+        }),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperEntry {
+    Nothing,
+    Whiteout,
+    /// A `.wh.NAME` beside it (containers-storage's form).
+    AufsWhiteout,
+    Object,
+}
+
 /// Looks `name` up in one real directory.
-fn probe(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Probe> {
+pub fn probe(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Probe> {
     let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(nix::errno::Errno::ENOENT) => {
@@ -167,6 +210,11 @@ fn walk_from_root(root: &Arc<OwnedFd>, parts: &[CString]) -> OResult<Option<Arc<
         }
     }
     Ok(Some(dir))
+}
+
+/// A name from a request as a C string (it can hold no NUL: the kernel splits at them).
+pub fn cname(name: &OsStr) -> OResult<CString> {
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
 /// Finds `name` in directory node `parent` through the layers.
@@ -277,8 +325,12 @@ pub fn lookup(
     let id = ovl.id_of_reals(found.kind, &found.reals);
     let merged = found.kind == FileType::Directory && found.reals.len() > 1;
     let attr = inode::attr(id, &found.stat, merged);
-    let node = ovl
-        .nodes
-        .intern(Node::new(id, found.kind, found.reals, parent.id));
+    let node = ovl.nodes.intern(Node::new(
+        id,
+        found.kind,
+        found.reals,
+        parent.id,
+        cname(name)?,
+    ));
     Ok(Some((node, attr)))
 }

@@ -13,10 +13,11 @@ use nix::fcntl::AtFlags;
 use nix::sys::stat::{fstat, fstatat, FileStat};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// How a real object is reached.
+#[derive(Clone)]
 pub enum Loc {
     /// A directory (or layer root), held open as `O_PATH`.
     Dir(Arc<OwnedFd>),
@@ -25,6 +26,7 @@ pub enum Loc {
 }
 
 /// A real object in one layer.
+#[derive(Clone)]
 pub struct Real {
     pub layer: usize,
     pub loc: Loc,
@@ -64,26 +66,36 @@ impl Real {
     }
 }
 
+/// A node's place in the tree: its directory and its name there.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub parent: u64,
+    pub name: CString,
+}
+
 pub struct Node {
     pub id: u64,
     pub kind: FileType,
     reals: RwLock<Arc<Vec<Real>>>,
     /// The kernel's lookup count; the node leaves the table when it reaches 0.
     pub lookups: AtomicU64,
-    /// Node id of the directory it was last found in (for `..`).
-    pub parent: AtomicU64,
+    /// The directory it was last found in and its name there (for `..` and copy-up).
+    link: Mutex<Link>,
+    /// Held while the node is copied up: one copy-up at a time, and the others wait for it.
+    pub copy_up_lock: Mutex<()>,
     /// The FUSE passthrough backing id shared by the node's open files.
     pub backing: crate::file::Backing,
 }
 
 impl Node {
-    pub fn new(id: u64, kind: FileType, reals: Vec<Real>, parent: u64) -> Node {
+    pub fn new(id: u64, kind: FileType, reals: Vec<Real>, parent: u64, name: CString) -> Node {
         Node {
             id,
             kind,
             reals: RwLock::new(Arc::new(reals)),
             lookups: AtomicU64::new(0),
-            parent: AtomicU64::new(parent),
+            link: Mutex::new(Link { parent, name }),
+            copy_up_lock: Mutex::new(()),
             backing: Default::default(),
         }
     }
@@ -94,6 +106,25 @@ impl Node {
     }
 
     pub fn parent(&self) -> u64 {
-        self.parent.load(Ordering::Relaxed)
+        self.link().parent
+    }
+
+    /// Where the node was last found: its directory's node id and its name there.
+    pub fn link(&self) -> Link {
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_link(&self, link: Link) {
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = link;
+    }
+
+    /// Replaces the real objects (after a copy-up or a change in the upper layer).
+    pub fn set_reals(&self, reals: Vec<Real>) {
+        *self.reals.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reals);
+    }
+
+    /// Whether the topmost real object is in the upper layer (index 0 when there is one).
+    pub fn is_upper(&self, has_upper: bool) -> bool {
+        has_upper && self.reals()[0].layer == 0
     }
 }

@@ -57,9 +57,7 @@ impl NodeTable {
     pub fn intern(&self, node: Node) -> Arc<Node> {
         if let Some(existing) = self.read().get(&node.id) {
             existing.lookups.fetch_add(1, Ordering::Relaxed);
-            existing
-                .parent
-                .store(node.parent.load(Ordering::Relaxed), Ordering::Relaxed);
+            existing.set_link(node.link());
             return existing.clone();
         }
         let mut nodes = self.write();
@@ -117,7 +115,7 @@ mod tests {
     use fuser::FileType;
 
     fn node(id: u64) -> Node {
-        Node::new(id, FileType::RegularFile, Vec::new(), 1)
+        Node::new(id, FileType::RegularFile, Vec::new(), 1, c"f".to_owned())
     }
 
     #[test]

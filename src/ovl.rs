@@ -16,6 +16,7 @@ use crate::export::ROOT_ID;
 use crate::layer::Layers;
 use crate::node::{Loc, Node, Real};
 use crate::nodetable::NodeTable;
+use crate::work::WorkDir;
 use crate::xattr::{self, OvlXattrs};
 
 pub type OResult<T> = Result<T, Errno>;
@@ -76,6 +77,12 @@ pub struct Ovl {
     pub timeout: Duration,
     pub read_only: bool,
     pub redirect_dir: RedirectDir,
+    /// The work dir, when the mount is writable.
+    pub work: Option<WorkDir>,
+    /// Each layer's filesystem uuid (for `overlay.origin`), by layer index; zero when unknown.
+    pub uuids: Vec<[u8; 16]>,
+    /// Sync copied-up data and honour fsync (off with `volatile` or `fsync=0`).
+    pub fsync: bool,
     /// FUSE passthrough was granted by the kernel and still works.
     pub passthrough: AtomicBool,
 }
@@ -104,8 +111,27 @@ impl Ovl {
                 xwhiteouts: mark.as_deref() == Some(b"x"),
             });
         }
+        let uuids = layers
+            .all
+            .iter()
+            .map(|l| {
+                std::fs::File::open(&l.path)
+                    .and_then(|f| crate::sys::handle::fs_uuid(std::os::fd::AsFd::as_fd(&f)))
+                    .unwrap_or([0; 16])
+            })
+            .collect();
+        let work = match (&cfg.work, cfg.is_read_only()) {
+            (Some(w), false) => Some(WorkDir::open(w)?),
+            _ => None,
+        };
         let nodes = NodeTable::default();
-        nodes.insert_root(Node::new(ROOT_ID, FileType::Directory, reals, ROOT_ID));
+        nodes.insert_root(Node::new(
+            ROOT_ID,
+            FileType::Directory,
+            reals,
+            ROOT_ID,
+            c"/".to_owned(),
+        ));
         Ok(Ovl {
             layers,
             roots,
@@ -120,8 +146,16 @@ impl Ovl {
             } else {
                 cfg.redirect_dir
             },
+            work,
+            uuids,
+            fsync: cfg.fsync && !cfg.volatile,
             passthrough: AtomicBool::new(false),
         })
+    }
+
+    /// The work dir of a writable mount.
+    pub fn writable_work(&self) -> Option<&WorkDir> {
+        self.work.as_ref()
     }
 
     /// The node the kernel names by `id`.

@@ -131,3 +131,84 @@ pub fn list(dir: BorrowedFd, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
         }
     } as libc::c_long)
 }
+
+const SYS_SETXATTRAT: libc::c_long = 463;
+const SYS_REMOVEXATTRAT: libc::c_long = 466;
+
+/// Sets attribute `attr` of `dir`/`name` to `value` (`flags`: 0, XATTR_CREATE or XATTR_REPLACE).
+pub fn set(dir: BorrowedFd, name: &CStr, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    if use_xattrat(name) {
+        let args = XattrArgs {
+            value: value.as_ptr() as u64,
+            size: value.len() as u32,
+            flags: flags as u32,
+        };
+        // SAFETY: `name` and `attr` are NUL-terminated, `args` is a live struct of the size
+        // passed whose buffer `value` is valid for reads of its length.
+        let r = result(unsafe {
+            libc::syscall(
+                SYS_SETXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                attr.as_ptr(),
+                &args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        });
+        if !xattrat_missing(&r) {
+            return r.map(drop);
+        }
+    }
+    let path = proc_path(dir, name);
+    // SAFETY: `path` and `attr` are NUL-terminated; `value` is valid for reads of its length.
+    result(unsafe {
+        if name.is_empty() {
+            libc::setxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        } else {
+            libc::lsetxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        }
+    } as libc::c_long)
+    .map(drop)
+}
+
+/// Removes attribute `attr` of `dir`/`name`.
+pub fn remove(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<()> {
+    if use_xattrat(name) {
+        // SAFETY: `name` and `attr` are NUL-terminated.
+        let r = result(unsafe {
+            libc::syscall(
+                SYS_REMOVEXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                attr.as_ptr(),
+            )
+        });
+        if !xattrat_missing(&r) {
+            return r.map(drop);
+        }
+    }
+    let path = proc_path(dir, name);
+    // SAFETY: `path` and `attr` are NUL-terminated.
+    result(unsafe {
+        if name.is_empty() {
+            libc::removexattr(path.as_ptr(), attr.as_ptr())
+        } else {
+            libc::lremovexattr(path.as_ptr(), attr.as_ptr())
+        }
+    } as libc::c_long)
+    .map(drop)
+}

@@ -1,0 +1,111 @@
+//! The work directory `W/work` (the same one the kernel's overlay uses): where new and
+//! copied-up objects are built before one rename puts them in place, so a crash leaves the old
+//! or the new object, never a half one.
+//!
+//! Invariants: temp names are unique for the life of the mount (`#plyfs.N`); whatever is in the
+//! work directory when plyfs mounts is a leftover of a crash and is removed (as the kernel does);
+//! the work directory is on the upper layer's filesystem (checked at mount), so a rename from it
+//! into the upper layer is atomic.
+
+use anyhow::{Context, Result};
+use nix::dir::{Dir, Type};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::layer::open_dir;
+
+pub struct WorkDir {
+    pub fd: Arc<OwnedFd>,
+    next: AtomicU64,
+}
+
+impl WorkDir {
+    /// Opens (making it if needed) `workdir/work` and empties it.
+    pub fn open(workdir: &Path) -> Result<WorkDir> {
+        let w = nix::fcntl::open(
+            workdir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot open workdir '{}'", workdir.display()))?;
+        match nix::sys::stat::mkdirat(&w, c"work", Mode::empty()) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot make '{}/work'", workdir.display()))
+            }
+        }
+        let fd = open_dir(w.as_fd(), c"work")
+            .with_context(|| format!("cannot open '{}/work'", workdir.display()))?;
+        let removed = empty_dir(fd.as_fd())
+            .with_context(|| format!("cannot clean '{}/work'", workdir.display()))?;
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "removed leftovers of an earlier mount from the work dir"
+            );
+        }
+        Ok(WorkDir {
+            fd: Arc::new(fd),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A fresh temp name in the work dir.
+    pub fn temp_name(&self) -> CString {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#plyfs.{n:x}")).expect("no NUL")
+    }
+
+    /// Removes `name` (a directory tree or any other object) from the work dir.
+    pub fn remove(&self, name: &std::ffi::CStr) -> nix::Result<()> {
+        remove_tree(self.dir(), name)
+    }
+}
+
+/// Removes everything in directory `dir`; returns how many top-level entries went.
+fn empty_dir(dir: BorrowedFd) -> nix::Result<usize> {
+    let mut names = Vec::new();
+    let mut d = Dir::openat(
+        dir,
+        c".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    for e in d.iter() {
+        let e = e?;
+        let n = e.file_name();
+        if n != c"." && n != c".." {
+            names.push((n.to_owned(), e.file_type()));
+        }
+    }
+    for (n, t) in &names {
+        match t {
+            Some(Type::Directory) => remove_tree(dir, n)?,
+            _ => match crate::realops::unlink(dir, n) {
+                Err(nix::errno::Errno::EISDIR) => remove_tree(dir, n)?,
+                r => r?,
+            },
+        }
+    }
+    Ok(names.len())
+}
+
+/// Removes `name` in `dir`, recursively if it is a directory.
+pub fn remove_tree(dir: BorrowedFd, name: &std::ffi::CStr) -> nix::Result<()> {
+    match crate::realops::unlink(dir, name) {
+        Err(nix::errno::Errno::EISDIR) | Err(nix::errno::Errno::EPERM) => {}
+        r => return r,
+    }
+    let sub = open_dir(dir, name)?;
+    empty_dir(sub.as_fd())?;
+    crate::realops::rmdir(dir, name)
+}
