@@ -4,17 +4,21 @@
 //! Invariant: no handler holds a lock while it replies, and none sends a kernel notification.
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
+use crate::dir::{self, Caller, New};
 use crate::ovl::{errno, io_errno, OResult, Ovl};
-use crate::{file, inode, namei, readdir, xattr};
+use crate::{file, inode, namei, readdir, realops, xattr};
 
 pub struct PlyFs {
     pub ovl: Ovl,
@@ -60,7 +64,67 @@ fn reply_sized(reply: ReplyXattr, value: &[u8], size: u32) {
     }
 }
 
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 impl PlyFs {
+    fn reply_made(
+        &self,
+        reply: ReplyEntry,
+        made: OResult<(
+            std::sync::Arc<crate::node::Node>,
+            FileAttr,
+            Option<std::os::fd::OwnedFd>,
+        )>,
+    ) {
+        match made {
+            Ok((_, attr, _)) => reply.entry(&self.ovl.timeout, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        what: New,
+    ) -> OResult<(
+        std::sync::Arc<crate::node::Node>,
+        FileAttr,
+        Option<std::os::fd::OwnedFd>,
+    )> {
+        let parent = dir_node(&self.ovl, parent)?;
+        dir::make(&self.ovl, caller(req), &parent, name, what)
+    }
+
+    fn set_or_remove_xattr(
+        &self,
+        ino: INodeNo,
+        name: &OsStr,
+        value: Option<(&[u8], i32)>,
+    ) -> OResult<()> {
+        let node = self.ovl.node(ino.0)?;
+        let real_name = self
+            .ovl
+            .xattrs
+            .to_real(name.as_bytes())
+            .ok_or(Errno::EPERM)?;
+        let real_name = CString::new(real_name).map_err(|_| Errno::EINVAL)?;
+        crate::copy_up::copy_up(&self.ovl, &node)?;
+        let reals = node.reals();
+        let (dir, n) = reals[0].at();
+        match value {
+            Some((v, flags)) => realops::set_xattr(dir, n, &real_name, v, flags),
+            None => realops::remove_xattr(dir, n, &real_name),
+        }
+        .map_err(errno)
+    }
+
     fn lookup_entry(&self, parent: INodeNo, name: &OsStr) -> OResult<Option<FileAttr>> {
         let parent = dir_node(&self.ovl, parent)?;
         Ok(namei::lookup(&self.ovl, &parent, name)?.map(|(_, attr)| attr))
@@ -135,8 +199,15 @@ impl Filesystem for PlyFs {
         self.ovl.nodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.ovl.node(ino.0).and_then(|n| inode::getattr(&n)) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let res = self.ovl.node(ino.0).and_then(|n| match fh {
+            // An open file answers from its fd, also after it was unlinked.
+            Some(fh) if n.kind == FileType::RegularFile => file::fstat(&self.ovl, fh.0)
+                .map(|st| inode::attr(n.id, &st, false))
+                .or_else(|_| inode::getattr(&n)),
+            _ => inode::getattr(&n),
+        });
+        match res {
             Ok(attr) => reply.attr(&self.ovl.timeout, &attr),
             Err(e) => reply.error(e),
         }
@@ -344,6 +415,306 @@ impl Filesystem for PlyFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         match self.listxattr_value(ino) {
             Ok(v) => reply_sized(reply, &v, size),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let a = inode::SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh: fh.map(|f| f.0),
+        };
+        match self
+            .ovl
+            .node(ino.0)
+            .and_then(|n| inode::setattr(&self.ovl, &n, &a))
+        {
+            Ok(attr) => reply.attr(&self.ovl.timeout, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let rdev = libc::makedev(
+            (rdev >> 8) & 0xfff,
+            (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+        );
+        let what = match dir::special_kind(mode) {
+            Some(FileType::RegularFile) => New::File {
+                flags: nix::fcntl::OFlag::O_WRONLY,
+                mode: mode & !umask,
+            },
+            Some(_) => New::Special {
+                mode: mode & !umask,
+                rdev,
+            },
+            None => return reply.error(Errno::EINVAL),
+        };
+        let made = self.make(req, parent, name, what);
+        self.reply_made(reply, made);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let made = self.make(
+            req,
+            parent,
+            name,
+            New::Dir {
+                mode: mode & !umask,
+            },
+        );
+        self.reply_made(reply, made);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let Ok(target) = CString::new(target.as_os_str().as_bytes()) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let made = self.make(req, parent, link_name, New::Symlink { target: &target });
+        self.reply_made(reply, made);
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let made = self
+            .ovl
+            .node(ino.0)
+            .and_then(|node| self.make(req, newparent, newname, New::Link { node: &node }));
+        self.reply_made(reply, made);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match dir_node(&self.ovl, parent).and_then(|p| dir::remove(&self.ovl, &p, name, false)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match dir_node(&self.ovl, parent).and_then(|p| dir::remove(&self.ovl, &p, name, true)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let res = dir_node(&self.ovl, parent).and_then(|p| {
+            let np = dir_node(&self.ovl, newparent)?;
+            dir::rename(&self.ovl, &p, name, &np, newname, flags.bits())
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let what = New::File {
+            flags: nix::fcntl::OFlag::from_bits_truncate(flags),
+            mode: mode & !umask,
+        };
+        let (node, attr, fd) = match self.make(req, parent, name, what) {
+            Ok((node, attr, Some(fd))) => (node, attr, fd),
+            Ok(_) => return reply.error(Errno::EIO),
+            Err(e) => return reply.error(e),
+        };
+        let (fh, fopen, backing) =
+            file::register(&self.ovl, &node, fd, |fd| reply.open_backing(fd));
+        match backing {
+            Some(b) => reply.created_passthrough(
+                &self.ovl.timeout,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                fopen,
+                &b,
+            ),
+            None => reply.created(
+                &self.ovl.timeout,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                fopen,
+            ),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match file::write(&self.ovl, fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match file::fsync(&self.ovl, fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.ovl.node(ino.0).and_then(|n| {
+            let reals = n.reals();
+            match (self.ovl.fsync, reals[0].dir_fd()) {
+                (true, Some(fd)) if self.ovl.layers.is_upper(reals[0].layer) => {
+                    let d = crate::layer::reopen_dir(fd)?;
+                    nix::unistd::fsync(&d).map_err(errno)
+                }
+                _ => Ok(()),
+            }
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match file::fallocate(&self.ovl, fh.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match file::lseek(&self.ovl, fh.0, offset, whence) {
+            Ok(off) => reply.offset(off),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.set_or_remove_xattr(ino, name, Some((value, flags))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.set_or_remove_xattr(ino, name, None) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }

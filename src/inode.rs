@@ -76,6 +76,75 @@ pub fn getattr(node: &Node) -> OResult<FileAttr> {
     ))
 }
 
+/// What a setattr request changes.
+#[derive(Default, Debug)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<fuser::TimeOrNow>,
+    pub mtime: Option<fuser::TimeOrNow>,
+    /// An open file of the node, for truncate.
+    pub fh: Option<u64>,
+}
+
+fn timespec(t: Option<fuser::TimeOrNow>) -> nix::sys::time::TimeSpec {
+    use nix::sys::time::TimeSpec;
+    match t {
+        None => TimeSpec::UTIME_OMIT,
+        Some(fuser::TimeOrNow::Now) => TimeSpec::UTIME_NOW,
+        Some(fuser::TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64),
+            Err(e) => {
+                let d = e.duration();
+                let (mut s, mut ns) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+                if ns < 0 {
+                    s -= 1;
+                    ns += 1_000_000_000;
+                }
+                TimeSpec::new(s, ns)
+            }
+        },
+    }
+}
+
+/// chmod, chown, truncate and utimens, after copying the node up.
+pub fn setattr(
+    ovl: &crate::ovl::Ovl,
+    node: &std::sync::Arc<Node>,
+    a: &SetAttr,
+) -> OResult<FileAttr> {
+    use crate::realops;
+    crate::copy_up::copy_up(ovl, node)?;
+    let reals = node.reals();
+    let (dir, name) = reals[0].at();
+    if a.uid.is_some() || a.gid.is_some() {
+        realops::chown(dir, name, a.uid, a.gid).map_err(errno)?;
+    }
+    if let Some(mode) = a.mode {
+        if node.kind != FileType::Symlink {
+            realops::chmod(dir, name, mode & 0o7777).map_err(errno)?;
+        }
+    }
+    if let Some(size) = a.size {
+        let truncate = |fd: std::os::fd::BorrowedFd| nix::unistd::ftruncate(fd, size as i64);
+        match a.fh.and_then(|fh| ovl.files.get(fh).ok()) {
+            Some(f) if ovl.layers.is_upper(reals[0].layer) => {
+                truncate(std::os::fd::AsFd::as_fd(&f.fd)).map_err(errno)?
+            }
+            _ => {
+                let fd = realops::open(dir, name, nix::fcntl::OFlag::O_WRONLY).map_err(errno)?;
+                truncate(std::os::fd::AsFd::as_fd(&fd)).map_err(errno)?
+            }
+        }
+    }
+    if a.atime.is_some() || a.mtime.is_some() {
+        realops::utimens(dir, name, &timespec(a.atime), &timespec(a.mtime)).map_err(errno)?;
+    }
+    getattr(node)
+}
+
 /// POSIX permission check of `mask` (R_OK/W_OK/X_OK bits) for a caller; root passes except
 /// for execute on a file nobody may execute.
 pub fn permitted(attr: &FileAttr, uid: u32, gid: u32, groups: &[u32], mask: i32) -> bool {

@@ -100,3 +100,14 @@ pub fn open_dir(dir: BorrowedFd, name: &CStr) -> nix::Result<OwnedFd> {
         Mode::empty(),
     )
 }
+
+/// Opens a directory held as `O_PATH` for reading (fsync, listing).
+pub fn reopen_dir(fd: &OwnedFd) -> crate::ovl::OResult<OwnedFd> {
+    openat(
+        fd,
+        c".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(crate::ovl::errno)
+}

@@ -1,0 +1,241 @@
+//! Copy-up: the first change to an object that lives in a lower layer copies it, and its missing
+//! parent directories, into the upper layer, as the kernel's overlay does.
+//!
+//! The copy is built in the work dir under a temp name: data (a `FICLONE` where the filesystem
+//! allows, else `copy_file_range` over the data segments only, so holes stay holes, then synced
+//! unless `volatile`/`fsync=0`), owner, xattrs (`security.capability` and ACLs included, the
+//! mount's private ones excluded), `overlay.origin`, mode, times; one rename then puts it in
+//! place. A crash leaves the lower object visible or the whole copy, never half of one.
+//!
+//! Invariants: a node is copied up at most once (its `copy_up_lock`, re-checked under the lock);
+//! copy-up locks are taken child before parent (a node's copy-up first copies up its parent), so
+//! they cannot deadlock; no lock is held across a request to the mount itself.
+
+use fuser::{Errno, FileType};
+use nix::fcntl::{OFlag, RenameFlags};
+use nix::sys::stat::FileStat;
+use nix::sys::time::TimeSpec;
+use nix::unistd::Whence;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::layer::open_dir;
+use crate::node::{Loc, Node, Real};
+use crate::origin::Origin;
+use crate::ovl::{errno, io_errno, OResult, Ovl};
+use crate::work::WorkDir;
+use crate::{realops, sys, xattr};
+
+/// Makes sure `node`'s topmost real object is in the upper layer.
+pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
+    let Some(work) = ovl.writable_work() else {
+        return Err(Errno::EROFS);
+    };
+    if node.is_upper(true) {
+        return Ok(());
+    }
+    let _guard = node.copy_up_lock.lock().unwrap_or_else(|e| e.into_inner());
+    if node.is_upper(true) {
+        return Ok(());
+    }
+    let link = node.link();
+    let parent = ovl.node(link.parent)?;
+    copy_up(ovl, &parent)?;
+    let upper_dir = parent.reals()[0].dir_fd().ok_or(Errno::EIO)?.clone();
+    let reals = node.reals();
+    let src = &reals[0];
+    let st = src.stat().map_err(errno)?;
+    let tmp = work.temp_name();
+    let built = build(ovl, work, &tmp, src, &st, node.kind).and_then(|()| {
+        realops::rename(
+            work.dir(),
+            &tmp,
+            upper_dir.as_fd(),
+            &link.name,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(errno)
+    });
+    if let Err(e) = built {
+        let _ = work.remove(&tmp);
+        tracing::warn!(name = ?link.name, ?e, "copy-up failed");
+        return Err(e);
+    }
+    let loc = if node.kind == FileType::Directory {
+        Loc::Dir(Arc::new(
+            open_dir(upper_dir.as_fd(), &link.name).map_err(errno)?,
+        ))
+    } else {
+        Loc::At(upper_dir, link.name.clone())
+    };
+    let mut upper = Real {
+        layer: 0,
+        loc,
+        ino: 0,
+        opaque: false,
+        xwhiteouts: false,
+    };
+    upper.ino = upper.stat().map_err(errno)?.st_ino;
+    let mut new_reals = vec![upper];
+    if node.kind == FileType::Directory {
+        new_reals.extend(reals.iter().cloned());
+    }
+    node.set_reals(new_reals);
+    tracing::debug!(id = node.id, name = ?link.name, "copied up");
+    Ok(())
+}
+
+/// Builds the copy of `src` as `tmp` in the work dir.
+fn build(
+    ovl: &Ovl,
+    work: &WorkDir,
+    tmp: &CStr,
+    src: &Real,
+    st: &FileStat,
+    kind: FileType,
+) -> OResult<()> {
+    let wd = work.dir();
+    let (sdir, sname) = src.at();
+    match kind {
+        FileType::Directory => realops::mkdir(wd, tmp, 0o700).map_err(errno)?,
+        FileType::RegularFile => copy_data(ovl, wd, tmp, sdir, sname, st)?,
+        FileType::Symlink => {
+            let target = nix::fcntl::readlinkat(sdir, sname).map_err(errno)?;
+            let target = CString::new(target.into_encoded_bytes()).map_err(|_| Errno::EIO)?;
+            realops::symlink(&target, wd, tmp).map_err(errno)?
+        }
+        _ => realops::mknod(wd, tmp, st.st_mode, st.st_rdev).map_err(errno)?,
+    }
+    // chown first: it clears setuid/setgid and security.capability, which come back after.
+    realops::chown(wd, tmp, Some(st.st_uid), Some(st.st_gid)).map_err(errno)?;
+    copy_xattrs(ovl, sdir, sname, wd, tmp)?;
+    set_origin(ovl, src, wd, tmp);
+    if kind != FileType::Symlink {
+        realops::chmod(wd, tmp, st.st_mode & 0o7777).map_err(errno)?;
+    }
+    let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+    let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+    realops::utimens(wd, tmp, &atime, &mtime).map_err(errno)
+}
+
+/// Copies a regular file's data, keeping holes, and syncs it unless the mount is volatile.
+fn copy_data(
+    ovl: &Ovl,
+    wd: BorrowedFd,
+    tmp: &CStr,
+    sdir: BorrowedFd,
+    sname: &CStr,
+    st: &FileStat,
+) -> OResult<()> {
+    let src = realops::open(sdir, sname, OFlag::O_RDONLY).map_err(errno)?;
+    let dst = realops::create(wd, tmp, OFlag::O_WRONLY, 0o600).map_err(errno)?;
+    if st.st_size > 0 && sys::clone::ficlone(dst.as_fd(), src.as_fd()).is_err() {
+        copy_segments(&src, &dst, st.st_size)?;
+    }
+    if ovl.fsync {
+        nix::unistd::fsync(&dst).map_err(errno)?;
+    }
+    Ok(())
+}
+
+/// Copies the data segments of `src` (SEEK_DATA/SEEK_HOLE) and sets the size, so a sparse file
+/// stays sparse.
+fn copy_segments(src: &OwnedFd, dst: &OwnedFd, size: i64) -> OResult<()> {
+    let mut pos = 0i64;
+    while pos < size {
+        let data = match nix::unistd::lseek(src, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(errno(e)),
+        };
+        let hole = nix::unistd::lseek(src, data, Whence::SeekHole).map_err(errno)?;
+        copy_range(src, dst, data, hole - data)?;
+        pos = hole;
+    }
+    nix::unistd::ftruncate(dst, size).map_err(errno)
+}
+
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> OResult<()> {
+    let (mut off_in, mut off_out, mut left) = (start, start, len);
+    while left > 0 {
+        let chunk = left.min(1 << 30) as usize;
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), chunk) {
+            Ok(0) => break,
+            Ok(n) => left -= n as i64,
+            Err(nix::errno::Errno::EXDEV)
+            | Err(nix::errno::Errno::EINVAL)
+            | Err(nix::errno::Errno::ENOSYS)
+            | Err(nix::errno::Errno::EOPNOTSUPP) => {
+                return copy_by_reading(src, dst, off_in, left);
+            }
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    Ok(())
+}
+
+fn copy_by_reading(src: &OwnedFd, dst: &OwnedFd, mut off: i64, mut left: i64) -> OResult<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = nix::sys::uio::pread(src, &mut buf[..want], off).map_err(errno)?;
+        if n == 0 {
+            break;
+        }
+        let mut done = 0;
+        while done < n {
+            done += nix::sys::uio::pwrite(dst, &buf[done..n], off + done as i64).map_err(errno)?;
+        }
+        off += n as i64;
+        left -= n as i64;
+    }
+    Ok(())
+}
+
+/// Copies every xattr but the mount's private ones (escaped user names are kept).
+fn copy_xattrs(
+    ovl: &Ovl,
+    sdir: BorrowedFd,
+    sname: &CStr,
+    wd: BorrowedFd,
+    tmp: &CStr,
+) -> OResult<()> {
+    let list = match xattr::list_all(sdir, sname) {
+        Ok(l) => l,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(io_errno(e)),
+    };
+    for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if ovl.xattrs.to_user(name).is_none() {
+            continue;
+        }
+        let attr = CString::new(name).map_err(|_| Errno::EIO)?;
+        let Some(value) = xattr::read_all(sdir, sname, &attr).map_err(io_errno)? else {
+            continue;
+        };
+        if let Err(e) = realops::set_xattr(wd, tmp, &attr, &value, 0) {
+            // A namespace the upper filesystem does not take is not fatal, as in the kernel.
+            if matches!(e, nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EPERM) {
+                tracing::warn!(?attr, ?e, "xattr not copied up");
+                continue;
+            }
+            return Err(errno(e));
+        }
+    }
+    Ok(())
+}
+
+/// Records where the object came from (`overlay.origin`), as the kernel does; a lower
+/// filesystem without file handles leaves none.
+fn set_origin(ovl: &Ovl, src: &Real, wd: BorrowedFd, tmp: &CStr) {
+    let (sdir, sname) = src.at();
+    match Origin::for_object(sdir, sname, ovl.uuids[src.layer]) {
+        Ok(origin) => {
+            if let Err(e) = realops::set_xattr(wd, tmp, &ovl.xattrs.origin, &origin.encode(), 0) {
+                tracing::warn!(?e, "cannot record overlay.origin");
+            }
+        }
+        Err(e) => tracing::debug!(?e, "no file handle for overlay.origin"),
+    }
+}

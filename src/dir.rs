@@ -1,0 +1,444 @@
+//! Changes to the namespace: create, mkdir, mknod, symlink, link, unlink, rmdir, rename, with
+//! the kernel overlay's semantics and on-disk results.
+//!
+//! Rules: every change happens in the upper layer, after copying up the parent directories. A
+//! new object is built in the work dir with its final owner, mode and markers, then one rename
+//! puts it in place: `RENAME_NOREPLACE`, or `RENAME_EXCHANGE` over a whiteout (then removed), so
+//! the name shows either nothing or the whole new object. A directory made over a whiteout is
+//! opaque. Removing a name that a lower layer also holds leaves a whiteout in its place.
+//!
+//! Invariants: no lock is held across these calls but a node's own copy-up lock; the node table
+//! learns about new objects through an ordinary lookup after they are in place.
+
+use fuser::{Errno, FileAttr, FileType};
+use nix::fcntl::{OFlag, RenameFlags};
+use nix::sys::stat::SFlag;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::copy_up::copy_up;
+use crate::namei::{self, UpperEntry};
+use crate::node::{Loc, Node};
+use crate::ovl::{errno, OResult, Ovl};
+use crate::work::{remove_tree, WorkDir};
+use crate::{readdir, realops};
+
+/// What to make.
+pub enum New<'a> {
+    File {
+        flags: OFlag,
+        mode: u32,
+    },
+    Dir {
+        mode: u32,
+    },
+    Special {
+        mode: u32,
+        rdev: u64,
+    },
+    Symlink {
+        target: &'a CStr,
+    },
+    /// A hard link to an existing (copied-up) object.
+    Link {
+        node: &'a Arc<Node>,
+    },
+}
+
+/// The caller of a request, for ownership of what it makes.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn work(ovl: &Ovl) -> OResult<&WorkDir> {
+    ovl.writable_work().ok_or(Errno::EROFS)
+}
+
+/// The upper directory of a (copied-up) directory node.
+fn upper_dir(node: &Node) -> OResult<Arc<OwnedFd>> {
+    node.reals()[0].dir_fd().cloned().ok_or(Errno::ENOTDIR)
+}
+
+/// Marks upper directory `dir` as holding xattr whiteouts, unless it is opaque.
+fn mark_xwhiteouts(ovl: &Ovl, dir: BorrowedFd) -> OResult<()> {
+    let mark =
+        crate::xattr::read_small(dir, c"", &ovl.xattrs.opaque).map_err(crate::ovl::io_errno)?;
+    if mark.as_deref() != Some(b"y") {
+        realops::set_xattr(dir, c"", &ovl.xattrs.opaque, b"x", 0).map_err(errno)?;
+    }
+    Ok(())
+}
+
+/// Makes a whiteout named `tmp` in the work dir.
+fn work_whiteout(ovl: &Ovl, w: &WorkDir, tmp: &CStr) -> OResult<bool> {
+    realops::whiteout(&ovl.xattrs, w.dir(), tmp).map_err(errno)
+}
+
+/// Makes `name` in `parent` and returns its node (one kernel lookup counted), its attributes and,
+/// for a file, the open fd.
+pub fn make(
+    ovl: &Ovl,
+    caller: Caller,
+    parent: &Arc<Node>,
+    name: &OsStr,
+    what: New,
+) -> OResult<(Arc<Node>, FileAttr, Option<OwnedFd>)> {
+    if parent.kind != FileType::Directory {
+        return Err(Errno::ENOTDIR);
+    }
+    if namei::find(ovl, parent, name)?.is_some() {
+        return Err(Errno::EEXIST);
+    }
+    let w = work(ovl)?;
+    let cname = namei::cname(name)?;
+    if let New::Link { node } = &what {
+        if node.kind == FileType::Directory {
+            return Err(Errno::EPERM);
+        }
+        copy_up(ovl, node)?;
+    }
+    copy_up(ovl, parent)?;
+    let udir = upper_dir(parent)?;
+    let pst = nix::sys::stat::fstat(udir.as_fd()).map_err(errno)?;
+    let setgid_dir = pst.st_mode & libc::S_ISGID != 0;
+    let gid = if setgid_dir { pst.st_gid } else { caller.gid };
+    let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
+    let tmp = w.temp_name();
+    let wd = w.dir();
+    let built = (|| -> OResult<Option<OwnedFd>> {
+        let mut fd = None;
+        let mode = match &what {
+            New::File { flags, mode } => {
+                fd = Some(
+                    realops::create(wd, &tmp, *flags & OFlag::O_ACCMODE, 0o600).map_err(errno)?,
+                );
+                Some(*mode)
+            }
+            New::Dir { mode } => {
+                realops::mkdir(wd, &tmp, 0o700).map_err(errno)?;
+                Some(*mode | if setgid_dir { libc::S_ISGID } else { 0 })
+            }
+            New::Special { mode, rdev } => {
+                realops::mknod(wd, &tmp, (*mode & libc::S_IFMT) | 0o600, *rdev).map_err(errno)?;
+                Some(*mode)
+            }
+            New::Symlink { target } => {
+                realops::symlink(target, wd, &tmp).map_err(errno)?;
+                None
+            }
+            New::Link { node } => {
+                let reals = node.reals();
+                let (d, n) = reals[0].at();
+                realops::link(d, n, wd, &tmp).map_err(errno)?;
+                return Ok(None);
+            }
+        };
+        realops::chown(wd, &tmp, Some(caller.uid), Some(gid)).map_err(errno)?;
+        if let Some(mode) = mode {
+            realops::chmod(wd, &tmp, mode & 0o7777).map_err(errno)?;
+        }
+        if matches!(what, New::Dir { .. }) && entry != UpperEntry::Nothing {
+            realops::set_xattr(wd, &tmp, &ovl.xattrs.opaque, b"y", 0).map_err(errno)?;
+        }
+        Ok(fd)
+    })();
+    let fd = match built.and_then(|fd| install(w, &tmp, udir.as_fd(), &cname, entry).map(|()| fd)) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = w.remove(&tmp);
+            return Err(e);
+        }
+    };
+    let (node, attr) = namei::lookup(ovl, parent, name)?.ok_or(Errno::EIO)?;
+    Ok((node, attr, fd))
+}
+
+/// Puts work-dir object `tmp` in place as `name` in upper directory `udir`.
+fn install(
+    w: &WorkDir,
+    tmp: &CStr,
+    udir: BorrowedFd,
+    name: &CStr,
+    entry: UpperEntry,
+) -> OResult<()> {
+    match entry {
+        UpperEntry::Whiteout => {
+            realops::rename(w.dir(), tmp, udir, name, RenameFlags::RENAME_EXCHANGE)
+                .map_err(errno)?;
+            // The whiteout now sits in the work dir under the temp name.
+            let _ = w.remove(tmp);
+        }
+        UpperEntry::Nothing | UpperEntry::AufsWhiteout => {
+            realops::rename(w.dir(), tmp, udir, name, RenameFlags::RENAME_NOREPLACE)
+                .map_err(errno)?;
+            if entry == UpperEntry::AufsWhiteout {
+                let wh = CString::new([namei::AUFS_WHITEOUT_PREFIX, name.to_bytes()].concat())
+                    .map_err(|_| Errno::EINVAL)?;
+                realops::unlink(udir, &wh).map_err(errno)?;
+            }
+        }
+        UpperEntry::Object => return Err(Errno::EEXIST),
+    }
+    Ok(())
+}
+
+/// Puts a whiteout at `name` in upper directory `udir`, replacing what the upper layer has there
+/// (a non-directory is replaced atomically; a directory is exchanged and then removed).
+fn whiteout_in_place(
+    ovl: &Ovl,
+    udir: BorrowedFd,
+    name: &CStr,
+    entry: UpperEntry,
+    is_dir: bool,
+) -> OResult<()> {
+    let w = work(ovl)?;
+    let tmp = w.temp_name();
+    let xform = work_whiteout(ovl, w, &tmp)?;
+    let flags = match (entry, is_dir) {
+        (UpperEntry::Object, true) => RenameFlags::RENAME_EXCHANGE,
+        (UpperEntry::Object, false) | (UpperEntry::Whiteout, _) => RenameFlags::empty(),
+        _ => RenameFlags::RENAME_NOREPLACE,
+    };
+    if let Err(e) = realops::rename(w.dir(), &tmp, udir, name, flags) {
+        let _ = w.remove(&tmp);
+        return Err(errno(e));
+    }
+    if flags == RenameFlags::RENAME_EXCHANGE {
+        w.remove(&tmp).map_err(errno)?;
+    }
+    if xform {
+        mark_xwhiteouts(ovl, udir)?;
+    }
+    Ok(())
+}
+
+/// Removes an upper object outright (no lower layer holds the name).
+fn remove_upper(ovl: &Ovl, udir: BorrowedFd, name: &CStr, is_dir: bool) -> OResult<()> {
+    if !is_dir {
+        return realops::unlink(udir, name).map_err(errno);
+    }
+    // The directory may still hold whiteouts: move it out, then empty it.
+    let w = work(ovl)?;
+    let tmp = w.temp_name();
+    realops::rename(udir, name, w.dir(), &tmp, RenameFlags::RENAME_NOREPLACE).map_err(errno)?;
+    remove_tree(w.dir(), &tmp).map_err(errno)
+}
+
+/// unlink and rmdir.
+pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult<()> {
+    let found = namei::find(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
+    match (dir, found.kind == FileType::Directory) {
+        (false, true) => return Err(Errno::EISDIR),
+        (true, false) => return Err(Errno::ENOTDIR),
+        _ => {}
+    }
+    let cname = namei::cname(name)?;
+    if dir {
+        let (node, _) = namei::lookup(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
+        let listing = readdir::merged_listing(ovl, &node);
+        ovl.nodes.forget(node.id, 1);
+        if listing?.len() > 2 {
+            return Err(Errno::ENOTEMPTY);
+        }
+    }
+    work(ovl)?;
+    copy_up(ovl, parent)?;
+    let udir = upper_dir(parent)?;
+    let in_upper = ovl.layers.is_upper(found.reals[0].layer);
+    let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
+    if namei::lower_positive(ovl, parent, &cname)? {
+        whiteout_in_place(ovl, udir.as_fd(), &cname, entry, dir && in_upper)
+    } else if in_upper {
+        remove_upper(ovl, udir.as_fd(), &cname, dir)
+    } else {
+        Ok(())
+    }
+}
+
+/// rename(2) with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT.
+pub fn rename(
+    ovl: &Ovl,
+    parent: &Arc<Node>,
+    name: &OsStr,
+    newparent: &Arc<Node>,
+    newname: &OsStr,
+    flags: u32,
+) -> OResult<()> {
+    let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+    let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+    let (src, _) = namei::lookup(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
+    let dst = namei::lookup(ovl, newparent, newname)?.map(|(n, _)| n);
+    let res = rename_nodes(
+        ovl,
+        parent,
+        name,
+        newparent,
+        newname,
+        flags,
+        exchange,
+        &src,
+        dst.as_ref(),
+    );
+    ovl.nodes.forget(src.id, 1);
+    if let Some(d) = &dst {
+        ovl.nodes.forget(d.id, 1);
+    }
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rename_nodes(
+    ovl: &Ovl,
+    parent: &Arc<Node>,
+    name: &OsStr,
+    newparent: &Arc<Node>,
+    newname: &OsStr,
+    flags: RenameFlags,
+    exchange: bool,
+    src: &Arc<Node>,
+    dst: Option<&Arc<Node>>,
+) -> OResult<()> {
+    let w = work(ovl)?;
+    if let Some(d) = dst {
+        if Arc::ptr_eq(d, src) {
+            return Ok(()); // two names of one object: rename does nothing
+        }
+        if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            return Err(Errno::EEXIST);
+        }
+        let (sd, dd) = (
+            src.kind == FileType::Directory,
+            d.kind == FileType::Directory,
+        );
+        if !exchange {
+            if sd && !dd {
+                return Err(Errno::ENOTDIR);
+            }
+            if !sd && dd {
+                return Err(Errno::EISDIR);
+            }
+            if dd && readdir::merged_listing(ovl, d)?.len() > 2 {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+    } else if exchange {
+        return Err(Errno::ENOENT);
+    }
+    // A directory that merges lower layers (or lives in one) would need a redirect.
+    let movable =
+        |n: &Arc<Node>| n.kind != FileType::Directory || (n.is_upper(true) && n.reals().len() == 1);
+    if !movable(src) || (exchange && dst.is_some_and(|d| !movable(d))) {
+        return Err(Errno::EXDEV);
+    }
+    let (cname, cnew) = (namei::cname(name)?, namei::cname(newname)?);
+    copy_up(ovl, parent)?;
+    copy_up(ovl, newparent)?;
+    copy_up(ovl, src)?;
+    if exchange {
+        copy_up(ovl, dst.ok_or(Errno::ENOENT)?)?;
+    }
+    let (od, nd) = (upper_dir(parent)?, upper_dir(newparent)?);
+    if exchange {
+        realops::rename(
+            od.as_fd(),
+            &cname,
+            nd.as_fd(),
+            &cnew,
+            RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(errno)?;
+        relink(src, newparent, &cnew, &nd);
+        if let Some(d) = dst {
+            relink(d, parent, &cname, &od);
+        }
+        return Ok(());
+    }
+    let src_dir = src.kind == FileType::Directory;
+    let needs_whiteout =
+        flags.contains(RenameFlags::RENAME_WHITEOUT) || namei::lower_positive(ovl, parent, &cname)?;
+    let dst_lower = namei::lower_positive(ovl, newparent, &cnew)?;
+    let dst_entry = namei::upper_entry(ovl, nd.as_fd(), &cnew)?;
+    if src_dir && dst_lower {
+        // It now covers a (merged-empty) lower directory: it must not merge with it.
+        realops::set_xattr(od.as_fd(), &cname, &ovl.xattrs.opaque, b"y", 0).map_err(errno)?;
+    }
+    match dst_entry {
+        UpperEntry::Object if src_dir => {
+            // An empty-looking upper directory may still hold whiteouts: clear it first.
+            let tmp = w.temp_name();
+            realops::rename(
+                nd.as_fd(),
+                &cnew,
+                w.dir(),
+                &tmp,
+                RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(errno)?;
+            let _ = remove_tree(w.dir(), &tmp);
+            realops::rename(
+                od.as_fd(),
+                &cname,
+                nd.as_fd(),
+                &cnew,
+                RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(errno)?;
+        }
+        UpperEntry::Whiteout if src_dir => {
+            realops::rename(
+                od.as_fd(),
+                &cname,
+                nd.as_fd(),
+                &cnew,
+                RenameFlags::RENAME_EXCHANGE,
+            )
+            .map_err(errno)?;
+            // The whiteout is now at the old name: keep it if a lower layer needs it there.
+            if !needs_whiteout {
+                realops::unlink(od.as_fd(), &cname).map_err(errno)?;
+            }
+            relink(src, newparent, &cnew, &nd);
+            return Ok(());
+        }
+        _ => {
+            realops::rename(od.as_fd(), &cname, nd.as_fd(), &cnew, RenameFlags::empty())
+                .map_err(errno)?;
+            if dst_entry == UpperEntry::AufsWhiteout {
+                let wh = CString::new([namei::AUFS_WHITEOUT_PREFIX, cnew.to_bytes()].concat())
+                    .map_err(|_| Errno::EINVAL)?;
+                let _ = realops::unlink(nd.as_fd(), &wh);
+            }
+        }
+    }
+    relink(src, newparent, &cnew, &nd);
+    if needs_whiteout {
+        whiteout_in_place(ovl, od.as_fd(), &cname, UpperEntry::Nothing, false)?;
+    }
+    Ok(())
+}
+
+/// Records a node's new place after a rename in the upper layer.
+fn relink(node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, udir: &Arc<OwnedFd>) {
+    node.set_link(crate::node::Link {
+        parent: parent.id,
+        name: name.to_owned(),
+    });
+    if node.kind != FileType::Directory {
+        let mut reals: Vec<_> = node.reals().iter().cloned().collect();
+        reals[0].loc = Loc::At(udir.clone(), name.to_owned());
+        node.set_reals(reals);
+    }
+}
+
+/// The type bits of a mknod mode as a fuser file type.
+pub fn special_kind(mode: u32) -> Option<FileType> {
+    match SFlag::from_bits_truncate(mode) & SFlag::S_IFMT {
+        SFlag::S_IFIFO | SFlag::S_IFSOCK | SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFREG => {
+            Some(crate::inode::file_type(mode))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,302 @@
+//! Changing operations through plyfs compared with the kernel's overlay (root and /dev/fuse
+//! needed; skipped with a printed reason otherwise): the same operations run on both, over fresh
+//! copies of the same layers; every operation's result (errno) must match, the visible trees
+//! must match after every step, and the upper directories must match at the end (overlay.origin
+//! values are compared for presence only: they hold file handles of different copies; the
+//! kernel's own `impure` and `uuid` markers are not compared). Then each upper directory is
+//! mounted by the other implementation, which must show the same tree.
+
+mod common;
+
+use common::*;
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+type Op = (&'static str, fn(&Path) -> io::Result<()>);
+
+fn outcome(r: io::Result<()>) -> Result<(), i32> {
+    r.map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// The upper-dir dump with the parts that legitimately differ masked.
+fn mask_upper(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            l.split(' ')
+                .filter(|t| !t.contains(".overlay.impure=") && !t.contains(".overlay.uuid="))
+                .map(|t| match t.split_once(".overlay.origin=") {
+                    Some((ns, _)) => format!("{ns}.overlay.origin=*"),
+                    None => t.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn run_differential(test: &str, set: &str, ops: &[Op]) {
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    let kl = Layers::build(set, &[]);
+    let pl = Layers::build(set, &[]);
+    {
+        let km = KernelMount::new(&kl.opts);
+        let pm = PlyMount::new(&pl.opts);
+        for (name, op) in ops {
+            let k = outcome(op(&km.mnt));
+            let p = outcome(op(&pm.mnt));
+            assert_eq!(
+                p, k,
+                "{test}: '{name}' gave {p:?} on plyfs, {k:?} on the kernel"
+            );
+            assert_same_dump(
+                &format!("{test}: view after '{name}' (kernel vs plyfs)"),
+                &dump(&km.mnt),
+                &dump(&pm.mnt),
+            );
+        }
+        pm.unmount();
+    }
+    assert_same_dump(
+        &format!("{test}: upper dirs (kernel vs plyfs)"),
+        &mask_upper(&dump(&kl.upper)),
+        &mask_upper(&dump(&pl.upper)),
+    );
+    // Each upper dir, mounted by the other implementation, shows the same tree.
+    let expected = {
+        let km = KernelMount::new(&kl.opts);
+        dump(&km.mnt)
+    };
+    let kernel_on_plyfs = {
+        let km = KernelMount::new(&pl.opts);
+        dump(&km.mnt)
+    };
+    assert_same_dump(
+        &format!("{test}: kernel's view of plyfs's upper dir"),
+        &expected,
+        &kernel_on_plyfs,
+    );
+    let plyfs_on_kernel = {
+        let pm = PlyMount::new(&kl.opts);
+        dump(&pm.mnt)
+    };
+    assert_same_dump(
+        &format!("{test}: plyfs's view of the kernel's upper dir"),
+        &expected,
+        &plyfs_on_kernel,
+    );
+}
+
+fn append(p: &Path, data: &[u8]) -> io::Result<()> {
+    fs::OpenOptions::new().append(true).open(p)?.write_all(data)
+}
+
+fn chmod(p: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+}
+
+fn chown(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+}
+
+fn rename_flags(from: &Path, to: &Path, flags: RenameFlags) -> io::Result<()> {
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, flags).map_err(io::Error::from)
+}
+
+#[test]
+fn copy_up_on_change() {
+    run_differential(
+        "copy_up_on_change",
+        "demo",
+        &[
+            ("append to a lower file", |m| {
+                append(&m.join("etc/passwd"), b"x:1:1::/:/bin/sh\n")
+            }),
+            ("chmod a lower file", |m| chmod(&m.join("etc/group"), 0o600)),
+            ("chown a lower file", |m| {
+                chown(&m.join("etc/hostname"), 5, 6)
+            }),
+            ("chown a lower symlink", |m| chown(&m.join("bin/sh"), 7, 8)),
+            ("truncate a lower file", |m| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(m.join("usr/lib/libapp.so"))?
+                    .set_len(100)
+            }),
+            ("utimes a lower dir", |m| {
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+                fs::File::open(m.join("usr/share"))?.set_modified(t)
+            }),
+            ("setxattr on a lower file", |m| {
+                xattr::set(m.join("etc/os-release"), "user.k", b"v")
+            }),
+            ("removexattr on a lower file", |m| {
+                xattr::remove(m.join("etc/os-release"), "user.origin")
+            }),
+            ("copy up a sparse lower file", |m| {
+                append(&m.join("usr/share/misc/sparse.img"), b"!")
+            }),
+            ("copy up a setuid file keeps the bit", |m| {
+                chown(&m.join("bin/su"), 0, 0)
+            }),
+            ("write a deep lower file (parents copied up)", |m| {
+                append(&m.join("usr/share/doc/busybox/README"), b"more\n")
+            }),
+        ],
+    );
+}
+
+#[test]
+fn create_and_make() {
+    run_differential(
+        "create_and_make",
+        "demo",
+        &[
+            ("create in a lower dir", |m| {
+                fs::write(m.join("etc/new.conf"), b"new\n")
+            }),
+            ("create existing", |m| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(m.join("etc/passwd"))
+                    .map(drop)
+            }),
+            ("mkdir nested", |m| {
+                fs::create_dir_all(m.join("srv/www/html"))
+            }),
+            ("file in the new dir", |m| {
+                fs::write(m.join("srv/www/html/index.html"), b"<p>\n")
+            }),
+            ("symlink", |m| symlink("../etc/passwd", m.join("srv/pw"))),
+            ("fifo", |m| {
+                nix::unistd::mkfifo(
+                    &m.join("run/fifo2"),
+                    nix::sys::stat::Mode::from_bits_truncate(0o640),
+                )
+                .map_err(io::Error::from)
+            }),
+            ("create over a whiteout", |m| {
+                fs::write(m.join("etc/motd"), b"back\n")
+            }),
+            ("mkdir over a whiteout is opaque", |m| {
+                fs::create_dir(m.join("var/cache"))
+            }),
+            ("mkdir existing", |m| fs::create_dir(m.join("etc"))),
+            ("hard link to a lower file", |m| {
+                fs::hard_link(m.join("usr/lib/libc.so.6"), m.join("usr/lib/libc.hard"))
+            }),
+            ("hard link to a dir", |m| {
+                fs::hard_link(m.join("etc"), m.join("etc2"))
+            }),
+        ],
+    );
+}
+
+#[test]
+fn remove() {
+    run_differential(
+        "remove",
+        "demo",
+        &[
+            ("unlink a lower file", |m| {
+                fs::remove_file(m.join("bin/ping"))
+            }),
+            ("unlink it again", |m| fs::remove_file(m.join("bin/ping"))),
+            ("unlink a dir", |m| fs::remove_file(m.join("etc"))),
+            ("rmdir a non-empty merged dir", |m| {
+                fs::remove_dir(m.join("home/app"))
+            }),
+            ("rm -r a lower tree", |m| {
+                fs::remove_dir_all(m.join("usr/share/doc"))
+            }),
+            ("empty a merged dir", |m| {
+                fs::remove_file(m.join("home/app/.profile"))
+            }),
+            ("rmdir the emptied dir", |m| {
+                fs::remove_dir(m.join("home/app"))
+            }),
+            ("mkdir it again: empty", |m| {
+                fs::create_dir(m.join("home/app"))
+            }),
+            ("create then unlink an upper file", |m| {
+                fs::write(m.join("tmp/t"), b"t")?;
+                fs::remove_file(m.join("tmp/t"))
+            }),
+            ("replace a lower file with a dir", |m| {
+                fs::remove_file(m.join("etc/group"))?;
+                fs::create_dir(m.join("etc/group"))
+            }),
+            ("rmdir a file", |m| fs::remove_dir(m.join("etc/passwd"))),
+        ],
+    );
+}
+
+#[test]
+fn rename() {
+    run_differential(
+        "rename",
+        "demo",
+        &[
+            ("rename a lower file", |m| {
+                fs::rename(m.join("etc/shadow"), m.join("etc/shadow2"))
+            }),
+            ("rename over a lower file", |m| {
+                fs::rename(m.join("etc/hostname"), m.join("etc/group"))
+            }),
+            ("rename across dirs", |m| {
+                fs::rename(m.join("etc/passwd"), m.join("root/passwd"))
+            }),
+            ("rename an upper dir", |m| {
+                fs::create_dir_all(m.join("new/a/b"))?;
+                fs::write(m.join("new/a/b/f"), b"f")?;
+                fs::rename(m.join("new/a"), m.join("new/c"))
+            }),
+            ("rename a merged dir (no redirect on this kernel)", |m| {
+                fs::rename(m.join("app/releases"), m.join("app/rel"))
+            }),
+            ("rename onto a whiteout", |m| {
+                fs::rename(m.join("etc/os-release"), m.join("etc/motd"))
+            }),
+            ("noreplace onto existing", |m| {
+                rename_flags(
+                    &m.join("etc/shadow2"),
+                    &m.join("etc/group"),
+                    RenameFlags::RENAME_NOREPLACE,
+                )
+            }),
+            ("noreplace onto free name", |m| {
+                rename_flags(
+                    &m.join("etc/shadow2"),
+                    &m.join("etc/shadow3"),
+                    RenameFlags::RENAME_NOREPLACE,
+                )
+            }),
+            ("exchange two lower files", |m| {
+                rename_flags(
+                    &m.join("bin/su"),
+                    &m.join("bin/wall"),
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+            }),
+            ("exchange with a missing name", |m| {
+                rename_flags(
+                    &m.join("bin/su"),
+                    &m.join("bin/none"),
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+            }),
+            ("rename a dir over a file", |m| {
+                fs::rename(m.join("new/c"), m.join("etc/group"))
+            }),
+            ("rename a file over a non-empty dir", |m| {
+                fs::rename(m.join("etc/group"), m.join("new"))
+            }),
+        ],
+    );
+}
