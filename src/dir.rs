@@ -74,7 +74,7 @@ fn mark_xwhiteouts(ovl: &Ovl, dir: BorrowedFd) -> OResult<()> {
 
 /// Makes a whiteout named `tmp` in the work dir.
 fn work_whiteout(ovl: &Ovl, w: &WorkDir, tmp: &CStr) -> OResult<bool> {
-    realops::whiteout(&ovl.xattrs, w.dir(), tmp).map_err(errno)
+    w.whiteout(&ovl.xattrs, tmp).map_err(errno)
 }
 
 /// Makes `name` in `parent` and returns its node (one kernel lookup counted), its attributes and,

@@ -11,17 +11,22 @@ use anyhow::{Context, Result};
 use nix::dir::{Dir, Type};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::layer::open_dir;
+use crate::xattr::OvlXattrs;
 
 pub struct WorkDir {
     pub fd: Arc<OwnedFd>,
     next: AtomicU64,
+    /// The shared whiteout (name in the work dir, and whether it is the xattr form) that new
+    /// whiteouts are hard links of, as the kernel does: linking is far cheaper than allocating
+    /// an inode per whiteout. Its mutex is a leaf.
+    shared_whiteout: Mutex<Option<(CString, bool)>>,
 }
 
 impl WorkDir {
@@ -52,6 +57,7 @@ impl WorkDir {
         Ok(WorkDir {
             fd: Arc::new(fd),
             next: AtomicU64::new(1),
+            shared_whiteout: Mutex::new(None),
         })
     }
 
@@ -63,6 +69,31 @@ impl WorkDir {
     pub fn temp_name(&self) -> CString {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         CString::new(format!("#plyfs.{n:x}")).expect("no NUL")
+    }
+
+    /// Makes a whiteout named `tmp` in the work dir: a hard link of the shared whiteout (made on
+    /// first use, and again when it reaches the link limit). Returns whether it is the xattr
+    /// form (the caller marks the directory it lands in).
+    pub fn whiteout(&self, x: &OvlXattrs, tmp: &CStr) -> nix::Result<bool> {
+        let mut shared = self
+            .shared_whiteout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for _ in 0..2 {
+            if let Some((name, xform)) = &*shared {
+                match crate::realops::link(self.dir(), name, self.dir(), tmp) {
+                    Ok(()) => return Ok(*xform),
+                    Err(nix::errno::Errno::EMLINK) | Err(nix::errno::Errno::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let name = self.temp_name();
+            let xform = crate::realops::whiteout(x, self.dir(), &name)?;
+            if let Some((old, _)) = shared.replace((name, xform)) {
+                let _ = crate::realops::unlink(self.dir(), &old);
+            }
+        }
+        crate::realops::whiteout(x, self.dir(), tmp)
     }
 
     /// Removes `name` (a directory tree or any other object) from the work dir.
