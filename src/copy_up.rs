@@ -47,6 +47,7 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
     let src = &reals[0];
     let st = src.stat().map_err(errno)?;
     let tmp = work.temp_name();
+    mark_impure(ovl, upper_dir.as_fd())?;
     let built = build(ovl, work, &tmp, src, &st, node.kind).and_then(|()| {
         realops::rename(
             work.dir(),
@@ -83,6 +84,18 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
     }
     node.set_reals(new_reals);
     tracing::debug!(id = node.id, name = ?link.name, "copied up");
+    Ok(())
+}
+
+/// Marks an upper directory `overlay.impure` (it holds copied-up or moved objects whose inode
+/// numbers come from their origin), as the kernel does; readdir then reads their origins.
+pub fn mark_impure(ovl: &Ovl, dir: BorrowedFd) -> OResult<()> {
+    if xattr::read_small(dir, c"", &ovl.xattrs.impure)
+        .map_err(io_errno)?
+        .is_none()
+    {
+        realops::set_xattr(dir, c"", &ovl.xattrs.impure, b"y", 0).map_err(errno)?;
+    }
     Ok(())
 }
 

@@ -341,7 +341,9 @@ fn rename_nodes(
         copy_up(ovl, dst.ok_or(Errno::ENOENT)?)?;
     }
     let (od, nd) = (upper_dir(parent)?, upper_dir(newparent)?);
+    crate::copy_up::mark_impure(ovl, nd.as_fd())?;
     if exchange {
+        crate::copy_up::mark_impure(ovl, od.as_fd())?;
         realops::rename(
             od.as_fd(),
             &cname,

@@ -10,6 +10,53 @@
 //! Invariant: `pack` is a pure function of (filesystem index, inode number); ids it returns never
 //! have bit 63 set, so they cannot collide with allocated ids.
 
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::origin::Origin;
+use crate::ovl::Ovl;
+
+/// The (layer, inode number) an upper object was copied up from, read from its
+/// `overlay.origin` and decoded on the lower layers (`None` when it has none, it no longer
+/// decodes, or the lower inode has other links, which copy-up splits: as the kernel without
+/// `index`, such a copy keeps its own inode number).
+pub fn upper_origin(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> Option<(usize, u64)> {
+    let value = crate::xattr::read_small(dir, name, &ovl.xattrs.origin).ok()??;
+    let origin = Origin::decode(&value)
+        .inspect_err(|e| tracing::debug!(?name, ?e, "overlay.origin does not decode"))
+        .ok()?;
+    for layer in ovl
+        .layers
+        .all
+        .iter()
+        .filter(|l| !ovl.layers.is_upper(l.index))
+    {
+        let Some(mount_fd) = &layer.handle_fd else {
+            continue;
+        };
+        let fd = match origin.open(mount_fd.as_fd(), &ovl.uuids[layer.index], libc::O_PATH) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!(?name, layer = layer.index, ?e, "origin not on this layer");
+                continue;
+            }
+        };
+        let st = nix::sys::stat::fstat(&fd).ok()?;
+        if st.st_dev != layer.dev {
+            continue;
+        }
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        tracing::debug!(
+            ?name,
+            ino = st.st_ino,
+            nlink = st.st_nlink,
+            "origin decoded"
+        );
+        return (is_dir || st.st_nlink == 1).then_some((layer.index, st.st_ino));
+    }
+    None
+}
+
 /// The node id of the mount's root.
 pub const ROOT_ID: u64 = 1;
 const FS_SHIFT: u32 = 56;

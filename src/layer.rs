@@ -23,6 +23,9 @@ pub struct Layer {
     /// first; it tags node ids so equal inode numbers on two filesystems never collide.
     pub fs_index: u8,
     pub writable: bool,
+    /// The root opened for reading: `open_by_handle_at` needs a real fd (not `O_PATH`) to name
+    /// the filesystem. `None` where it cannot be opened.
+    pub handle_fd: Option<OwnedFd>,
 }
 
 pub struct Layers {
@@ -61,10 +64,18 @@ impl Layers {
                     devs.len() - 1
                 }
             };
+            let handle_fd = openat(
+                &root,
+                c".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok();
             all.push(Layer {
                 index,
                 path,
                 root,
+                handle_fd,
                 dev,
                 fs_index: u8::try_from(fs_index)
                     .context("too many filesystems under the layers")?,

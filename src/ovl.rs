@@ -169,14 +169,24 @@ impl Ovl {
     }
 
     /// The node id of an object from its real objects (topmost first), by the origin rule of
-    /// `export.rs`: a directory merging an upper dir with lower ones takes the topmost lower's.
+    /// `export.rs`: an upper object takes its `overlay.origin`'s, a directory merging an upper
+    /// dir with lower ones the topmost lower's, anything else its own.
     pub fn id_of_reals(&self, kind: FileType, reals: &[Real]) -> u64 {
-        let origin = match reals {
-            [top, below, ..] if kind == FileType::Directory && self.layers.is_upper(top.layer) => {
-                below
+        let top = &reals[0];
+        if self.layers.is_upper(top.layer) {
+            if let [_, below, ..] = reals {
+                if kind == FileType::Directory {
+                    return self.id_of(below.layer, below.ino);
+                }
             }
-            _ => &reals[0],
-        };
-        self.id_of(origin.layer, origin.ino)
+            let (dir, name) = match &top.loc {
+                crate::node::Loc::At(d, n) => (std::os::fd::AsFd::as_fd(&**d), n.as_c_str()),
+                crate::node::Loc::Dir(d) => (std::os::fd::AsFd::as_fd(&**d), c""),
+            };
+            if let Some((layer, ino)) = crate::export::upper_origin(self, dir, name) {
+                return self.id_of(layer, ino);
+            }
+        }
+        self.id_of(top.layer, top.ino)
     }
 }

@@ -138,9 +138,34 @@ fn upper_dir_opaque(ovl: &Ovl, dir: &Real, name: &[u8]) -> OResult<bool> {
     Ok(namei::dir_marks(ovl, parent.as_fd(), &cname, fd.as_fd())?.0)
 }
 
+/// The id of an entry found in `real` (with inode number `ino`): an upper entry of an impure
+/// directory takes its origin's, as lookup does.
+fn entry_id(ovl: &Ovl, real: &Real, impure: bool, name: &[u8], ino: u64) -> u64 {
+    if impure {
+        if let (Some(dir), Ok(cname)) = (real.dir_fd(), std::ffi::CString::new(name)) {
+            if let Some((layer, oino)) = crate::export::upper_origin(ovl, dir.as_fd(), &cname) {
+                return ovl.id_of(layer, oino);
+            }
+        }
+    }
+    ovl.id_of(real.layer, ino)
+}
+
+/// Whether `real` is an upper directory marked impure.
+fn is_impure(ovl: &Ovl, real: &Real) -> bool {
+    ovl.layers.is_upper(real.layer)
+        && real.dir_fd().is_some_and(|d| {
+            crate::xattr::read_small(d.as_fd(), c"", &ovl.xattrs.impure)
+                .ok()
+                .flatten()
+                .is_some()
+        })
+}
+
 /// Builds the merged listing of directory `node`, with `.` and `..` first.
 pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
     let reals = node.reals();
+    let impure = is_impure(ovl, &reals[0]);
     let mut out = vec![
         Entry {
             name: ".".into(),
@@ -157,9 +182,9 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
         let r = &reals[0];
         let (entries, _) = read_real(ovl, r)?;
         out.extend(entries.into_iter().map(|(name, kind, ino)| Entry {
+            ino: entry_id(ovl, r, impure, &name, ino),
             name: OsString::from_vec(name),
             kind,
-            ino: ovl.id_of(r.layer, ino),
         }));
         return Ok(out);
     }

@@ -21,6 +21,7 @@ pub struct OvlXattrs {
     pub whiteout: CString,
     pub redirect: CString,
     pub origin: CString,
+    pub impure: CString,
 }
 
 pub const FUSE_OVERLAYFS_OPAQUE: &CStr = c"user.fuseoverlayfs.opaque";
@@ -39,6 +40,7 @@ impl OvlXattrs {
             whiteout: name("whiteout"),
             redirect: name("redirect"),
             origin: name("origin"),
+            impure: name("impure"),
         }
     }
 }

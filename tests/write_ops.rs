@@ -300,3 +300,59 @@ fn rename() {
         ],
     );
 }
+
+/// An object keeps its st_ino through copy-up, and after a remount (the id comes from
+/// overlay.origin, as the kernel's st_ino does); readdir's d_ino still equals st_ino.
+#[test]
+fn inode_numbers_survive_copy_up_and_remount() {
+    let test = "inode_numbers_survive_copy_up_and_remount";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let pl = Layers::build("demo", &[]);
+    let paths = [
+        "etc/passwd",
+        "etc",
+        "usr/lib/libz.so",
+        "usr/share/doc/busybox/README",
+        "var/log",
+    ];
+    let before: Vec<u64> = {
+        let pm = PlyMount::new(&pl.opts);
+        let inos: Vec<u64> = paths
+            .iter()
+            .map(|p| fs::symlink_metadata(pm.mnt.join(p)).unwrap().ino())
+            .collect();
+        append(&pm.mnt.join("etc/passwd"), b"x\n").unwrap();
+        chown(&pm.mnt.join("usr/lib/libz.so"), 1, 1).unwrap();
+        append(&pm.mnt.join("usr/share/doc/busybox/README"), b"y\n").unwrap();
+        fs::write(pm.mnt.join("var/log/new"), b"n").unwrap();
+        for (p, ino) in paths.iter().zip(&inos) {
+            assert_eq!(
+                fs::symlink_metadata(pm.mnt.join(p)).unwrap().ino(),
+                *ino,
+                "{p} after copy-up"
+            );
+        }
+        pm.unmount();
+        inos
+    };
+    let pm = PlyMount::new(&pl.opts);
+    for (p, ino) in paths.iter().zip(&before) {
+        assert_eq!(
+            fs::symlink_metadata(pm.mnt.join(p)).unwrap().ino(),
+            *ino,
+            "{p} after remount"
+        );
+    }
+    for (path, ids) in walk(&pm.mnt) {
+        assert_eq!(ids.d_ino, ids.ino, "d_ino != st_ino for {}", path.display());
+    }
+    assert!(
+        xattr::get(pl.upper.join("etc"), "trusted.overlay.impure")
+            .unwrap()
+            .is_some(),
+        "a directory holding copied-up objects is marked impure, as the kernel does"
+    );
+}
