@@ -140,7 +140,12 @@ pub fn make(
         if let Some(mode) = mode {
             realops::chmod(wd, &tmp, mode & 0o7777).map_err(errno)?;
         }
-        if matches!(what, New::Dir { .. }) && entry != UpperEntry::Nothing {
+        // A new directory over a whiteout must not merge with what it hid; with redirect_dir=on
+        // the kernel also makes every new directory of a merged parent opaque (a later rename
+        // with a redirect could bring lower directories under its name).
+        let merged_parent =
+            parent.reals().len() > 1 && ovl.redirect_dir == crate::config::RedirectDir::On;
+        if matches!(what, New::Dir { .. }) && (entry != UpperEntry::Nothing || merged_parent) {
             realops::set_xattr(wd, &tmp, &ovl.xattrs.opaque, b"y", 0).map_err(errno)?;
         }
         Ok(fd)
@@ -327,12 +332,23 @@ fn rename_nodes(
     } else if exchange {
         return Err(Errno::ENOENT);
     }
-    // A directory that merges lower layers (or lives in one) would need a redirect.
-    let movable =
-        |n: &Arc<Node>| n.kind != FileType::Directory || (n.is_upper(true) && n.reals().len() == 1);
-    if !movable(src) || (exchange && dst.is_some_and(|d| !movable(d))) {
+    // A directory that merges lower layers (or lives in one) moves with a redirect to its
+    // lower path (redirect_dir=on), else it cannot move (EXDEV, as the kernel).
+    let needs_redirect = |n: &Arc<Node>| {
+        n.kind == FileType::Directory && !(n.is_upper(true) && n.reals().len() == 1)
+    };
+    let src_redirect = needs_redirect(src);
+    if (src_redirect || (exchange && dst.is_some_and(needs_redirect)))
+        && (ovl.redirect_dir != crate::config::RedirectDir::On || exchange)
+    {
         return Err(Errno::EXDEV);
     }
+    // Computed before anything moves: it reads the ancestors' places.
+    let redirect = if src_redirect {
+        Some(redirect_for(ovl, src, parent.id == newparent.id)?)
+    } else {
+        None
+    };
     let (cname, cnew) = (namei::cname(name)?, namei::cname(newname)?);
     copy_up(ovl, parent)?;
     copy_up(ovl, newparent)?;
@@ -358,13 +374,17 @@ fn rename_nodes(
         }
         return Ok(());
     }
+    if let Some(r) = &redirect {
+        realops::set_xattr(od.as_fd(), &cname, &ovl.xattrs.redirect, r, 0).map_err(errno)?;
+    }
     let src_dir = src.kind == FileType::Directory;
     let needs_whiteout =
         flags.contains(RenameFlags::RENAME_WHITEOUT) || namei::lower_positive(ovl, parent, &cname)?;
     let dst_lower = namei::lower_positive(ovl, newparent, &cnew)?;
     let dst_entry = namei::upper_entry(ovl, nd.as_fd(), &cnew)?;
-    if src_dir && dst_lower {
-        // It now covers a (merged-empty) lower directory: it must not merge with it.
+    if src_dir && dst_lower && redirect.is_none() {
+        // It now covers a lower directory by name, and no redirect says where its own lower
+        // directories are: it must not merge with that one.
         realops::set_xattr(od.as_fd(), &cname, &ovl.xattrs.opaque, b"y", 0).map_err(errno)?;
     }
     match dst_entry {
@@ -420,6 +440,53 @@ fn rename_nodes(
         whiteout_in_place(ovl, od.as_fd(), &cname, UpperEntry::Nothing, false)?;
     }
     Ok(())
+}
+
+/// The path of directory `node` in the lower layers, from the root: its overlay path with each
+/// ancestor's redirect applied (as the kernel's `ovl_get_redirect`).
+fn lower_path(ovl: &Ovl, node: &Arc<Node>) -> OResult<Vec<Vec<u8>>> {
+    if node.id == crate::export::ROOT_ID {
+        return Ok(Vec::new());
+    }
+    let reals = node.reals();
+    if ovl.layers.is_upper(reals[0].layer) {
+        if let Some(fd) = reals[0].dir_fd() {
+            let r = crate::xattr::read_all(fd.as_fd(), c"", &ovl.xattrs.redirect)
+                .map_err(crate::ovl::io_errno)?;
+            if let Some(r) = r {
+                if let Some(abs) = r.strip_prefix(b"/") {
+                    return Ok(abs
+                        .split(|b| *b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect());
+                }
+                let mut p = lower_path(ovl, &ovl.node(node.parent())?)?;
+                p.push(r);
+                return Ok(p);
+            }
+        }
+    }
+    let link = node.link();
+    let mut p = lower_path(ovl, &ovl.node(link.parent)?)?;
+    p.push(link.name.into_bytes());
+    Ok(p)
+}
+
+/// The `overlay.redirect` value for moving directory `node`: its lower name when it stays in
+/// the same directory, else its absolute lower path.
+fn redirect_for(ovl: &Ovl, node: &Arc<Node>, same_dir: bool) -> OResult<Vec<u8>> {
+    let path = lower_path(ovl, node)?;
+    let last = path.last().ok_or(Errno::EXDEV)?;
+    if same_dir {
+        return Ok(last.clone());
+    }
+    let mut abs = Vec::new();
+    for c in &path {
+        abs.push(b'/');
+        abs.extend_from_slice(c);
+    }
+    Ok(abs)
 }
 
 /// Records a node's new place after a rename in the upper layer.

@@ -4,7 +4,8 @@
 //! must match after every step, and the upper directories must match at the end (overlay.origin
 //! values are compared for presence only: they hold file handles of different copies; the
 //! kernel's own `impure` and `uuid` markers are not compared). Then each upper directory is
-//! mounted by the other implementation, which must show the same tree.
+//! mounted by the other implementation, which must show the same tree. The kernel is mounted
+//! with `redirect_dir=on`, plyfs's default (this kernel's own default is `follow`).
 
 mod common;
 
@@ -38,6 +39,11 @@ fn mask_upper(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Kernel mount options for the layers of `l`, with plyfs's default redirect_dir=on.
+fn kopts(l: &Layers) -> String {
+    format!("{},redirect_dir=on", l.opts)
+}
+
 fn run_differential(test: &str, set: &str, ops: &[Op]) {
     if !require_kernel_overlay(test) {
         return;
@@ -45,7 +51,7 @@ fn run_differential(test: &str, set: &str, ops: &[Op]) {
     let kl = Layers::build(set, &[]);
     let pl = Layers::build(set, &[]);
     {
-        let km = KernelMount::new(&kl.opts);
+        let km = KernelMount::new(&kopts(&kl));
         let pm = PlyMount::new(&pl.opts);
         for (name, op) in ops {
             let k = outcome(op(&km.mnt));
@@ -69,11 +75,11 @@ fn run_differential(test: &str, set: &str, ops: &[Op]) {
     );
     // Each upper dir, mounted by the other implementation, shows the same tree.
     let expected = {
-        let km = KernelMount::new(&kl.opts);
+        let km = KernelMount::new(&kopts(&kl));
         dump(&km.mnt)
     };
     let kernel_on_plyfs = {
-        let km = KernelMount::new(&pl.opts);
+        let km = KernelMount::new(&kopts(&pl));
         dump(&km.mnt)
     };
     assert_same_dump(
@@ -238,6 +244,44 @@ fn remove() {
 }
 
 #[test]
+fn rename_dirs_with_redirects() {
+    run_differential(
+        "rename_dirs_with_redirects",
+        "demo",
+        &[
+            ("rename a merged dir in place", |m| {
+                fs::rename(m.join("etc"), m.join("etc.old"))
+            }),
+            ("read through the redirect", |m| {
+                fs::read(m.join("etc.old/passwd")).map(drop)
+            }),
+            ("rename a lower-only dir across dirs", |m| {
+                fs::rename(m.join("usr/share/doc"), m.join("var/doc"))
+            }),
+            ("rename a dir inside a moved dir", |m| {
+                fs::rename(m.join("var/doc/busybox"), m.join("var/bb"))
+            }),
+            ("write in the twice-moved dir", |m| {
+                fs::write(m.join("var/bb/NEW"), b"n")
+            }),
+            ("move a moved dir back", |m| {
+                fs::rename(m.join("etc.old"), m.join("etc"))
+            }),
+            ("make the old name again", |m| {
+                fs::create_dir(m.join("usr/share/doc"))
+            }),
+            ("rename a merged dir over an empty dir", |m| {
+                fs::create_dir(m.join("newhome"))?;
+                fs::rename(m.join("home"), m.join("newhome"))
+            }),
+            ("remove a moved tree", |m| {
+                fs::remove_dir_all(m.join("var/doc"))
+            }),
+        ],
+    );
+}
+
+#[test]
 fn rename() {
     run_differential(
         "rename",
@@ -257,7 +301,7 @@ fn rename() {
                 fs::write(m.join("new/a/b/f"), b"f")?;
                 fs::rename(m.join("new/a"), m.join("new/c"))
             }),
-            ("rename a merged dir (no redirect on this kernel)", |m| {
+            ("rename a merged dir (redirect)", |m| {
                 fs::rename(m.join("app/releases"), m.join("app/rel"))
             }),
             ("rename onto a whiteout", |m| {
