@@ -45,19 +45,43 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
     let upper_dir = parent.reals()[0].dir_fd().ok_or(Errno::EIO)?.clone();
     let reals = node.reals();
     let src = &reals[0];
+    if src.alias {
+        // The upper copy exists in the index: link it in at this name.
+        let real = crate::index::link_up(ovl, src, &upper_dir, &link.name)?;
+        node.set_reals(vec![real]);
+        return Ok(());
+    }
     let st = src.stat().map_err(errno)?;
     let tmp = work.temp_name();
     mark_impure(ovl, upper_dir.as_fd())?;
-    let built = build(ovl, work, &tmp, src, &st, node.kind).and_then(|()| {
-        realops::rename(
-            work.dir(),
-            &tmp,
-            upper_dir.as_fd(),
-            &link.name,
-            RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(errno)
-    });
+    // A lower file with other links goes through the index, so they all keep sharing it.
+    let indexed = match &ovl.index {
+        Some(index) if node.kind != FileType::Directory && st.st_nlink > 1 => {
+            let (sdir, sname) = src.at();
+            crate::index::entry_name(ovl, src.layer, sdir, sname).map(|n| (index.clone(), n))
+        }
+        _ => None,
+    };
+    let built = build(ovl, work, &tmp, src, &st, node.kind)
+        .and_then(|()| match &indexed {
+            Some((index, iname)) => {
+                // The copy's own link count becomes 2 (index and name); the union keeps the
+                // lower one's.
+                crate::index::set_nlink(ovl, work.dir(), &tmp, 2, st.st_nlink as i64)?;
+                realops::link(work.dir(), &tmp, index.as_fd(), iname).map_err(errno)
+            }
+            None => Ok(()),
+        })
+        .and_then(|()| {
+            realops::rename(
+                work.dir(),
+                &tmp,
+                upper_dir.as_fd(),
+                &link.name,
+                RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(errno)
+        });
     if let Err(e) = built {
         let _ = work.remove(&tmp);
         tracing::warn!(name = ?link.name, ?e, "copy-up failed");
@@ -76,6 +100,7 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
         ino: 0,
         opaque: false,
         xwhiteouts: false,
+        alias: false,
     };
     upper.ino = upper.stat().map_err(errno)?.st_ino;
     let mut new_reals = vec![upper];

@@ -232,9 +232,50 @@ fn remove_upper(ovl: &Ovl, udir: BorrowedFd, name: &CStr, is_dir: bool) -> OResu
     remove_tree(w.dir(), &tmp).map_err(errno)
 }
 
+/// Before name `cname` of upper directory `udir` goes away: if it is a non-directory with other
+/// links, an `O_PATH` fd to keep reaching it.
+fn hold_other_links(udir: BorrowedFd, cname: &CStr) -> Option<OwnedFd> {
+    let st = nix::sys::stat::fstatat(udir, cname, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    if st.st_nlink < 2 || st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return None;
+    }
+    nix::fcntl::openat(
+        udir,
+        cname,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
+}
+
+/// After name `cname` of `udir` went away: a node that reached its object through that name
+/// now reaches it through the held fd.
+fn repoint(node: &Node, udir: &Arc<OwnedFd>, cname: &CStr, held: Option<OwnedFd>) {
+    let Some(fd) = held else { return };
+    let mut reals: Vec<_> = node.reals().iter().cloned().collect();
+    if let Loc::At(d, n) = &reals[0].loc {
+        if n.as_c_str() == cname && same_dir(d, udir) {
+            reals[0].loc = Loc::Fd(Arc::new(fd));
+            node.set_reals(reals);
+        }
+    }
+}
+
+fn same_dir(a: &Arc<OwnedFd>, b: &Arc<OwnedFd>) -> bool {
+    Arc::ptr_eq(a, b)
+        || matches!(
+            (nix::sys::stat::fstat(a.as_fd()), nix::sys::stat::fstat(b.as_fd())),
+            (Ok(x), Ok(y)) if x.st_ino == y.st_ino && x.st_dev == y.st_dev
+        )
+}
+
 /// unlink and rmdir.
 pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult<()> {
     let found = namei::find(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
+    let node = ovl.nodes.get(match found.alias_of {
+        Some((layer, ino)) => ovl.id_of(layer, ino),
+        None => ovl.id_of_reals(found.kind, &found.reals),
+    });
     match (dir, found.kind == FileType::Directory) {
         (false, true) => return Err(Errno::EISDIR),
         (true, false) => return Err(Errno::ENOTDIR),
@@ -254,10 +295,39 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
     let udir = upper_dir(parent)?;
     let in_upper = ovl.layers.is_upper(found.reals[0].layer);
     let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
-    if namei::lower_positive(ovl, parent, &cname)? {
-        whiteout_in_place(ovl, udir.as_fd(), &cname, entry, dir && in_upper)
+    let held = if in_upper && !dir && !found.reals[0].alias {
+        hold_other_links(udir.as_fd(), &cname)
+    } else {
+        None
+    };
+    let res = remove_found(ovl, parent, &found, &udir, &cname, entry, in_upper, dir);
+    if let (Ok(()), Some(node)) = (&res, &node) {
+        repoint(node, &udir, &cname, held);
+    }
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+fn remove_found(
+    ovl: &Ovl,
+    parent: &Arc<Node>,
+    found: &namei::Found,
+    udir: &Arc<OwnedFd>,
+    cname: &CStr,
+    entry: UpperEntry,
+    in_upper: bool,
+    dir: bool,
+) -> OResult<()> {
+    let top = &found.reals[0];
+    if top.alias {
+        // A lower link of an indexed inode, never linked up: hide it; one link fewer.
+        whiteout_in_place(ovl, udir.as_fd(), cname, entry, false)?;
+        return crate::index::alias_removed(ovl, top);
+    }
+    if namei::lower_positive(ovl, parent, cname)? {
+        whiteout_in_place(ovl, udir.as_fd(), cname, entry, dir && in_upper)
     } else if in_upper {
-        remove_upper(ovl, udir.as_fd(), &cname, dir)
+        remove_upper(ovl, udir.as_fd(), cname, dir)
     } else {
         Ok(())
     }
@@ -382,6 +452,12 @@ fn rename_nodes(
         flags.contains(RenameFlags::RENAME_WHITEOUT) || namei::lower_positive(ovl, parent, &cname)?;
     let dst_lower = namei::lower_positive(ovl, newparent, &cnew)?;
     let dst_entry = namei::upper_entry(ovl, nd.as_fd(), &cnew)?;
+    let dst_held = match dst {
+        Some(d) if d.kind != FileType::Directory && dst_entry == UpperEntry::Object => {
+            hold_other_links(nd.as_fd(), &cnew)
+        }
+        _ => None,
+    };
     if src_dir && dst_lower && redirect.is_none() {
         // It now covers a lower directory by name, and no redirect says where its own lower
         // directories are: it must not merge with that one.
@@ -434,6 +510,9 @@ fn rename_nodes(
                 let _ = realops::unlink(nd.as_fd(), &wh);
             }
         }
+    }
+    if let Some(d) = dst {
+        repoint(d, &nd, &cnew, dst_held);
     }
     relink(src, newparent, &cnew, &nd);
     if needs_whiteout {

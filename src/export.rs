@@ -18,9 +18,14 @@ use crate::ovl::Ovl;
 
 /// The (layer, inode number) an upper object was copied up from, read from its
 /// `overlay.origin` and decoded on the lower layers (`None` when it has none, it no longer
-/// decodes, or the lower inode has other links, which copy-up splits: as the kernel without
-/// `index`, such a copy keeps its own inode number).
-pub fn upper_origin(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> Option<(usize, u64)> {
+/// decodes, or the lower inode has other links and this copy is not their indexed copy: such a
+/// copy split from its links keeps its own inode number, as in the kernel).
+pub fn upper_origin(
+    ovl: &Ovl,
+    dir: BorrowedFd,
+    name: &CStr,
+    upper_ino: u64,
+) -> Option<(usize, u64)> {
     let value = crate::xattr::read_small(dir, name, &ovl.xattrs.origin).ok()??;
     let origin = Origin::decode(&value)
         .inspect_err(|e| tracing::debug!(?name, ?e, "overlay.origin does not decode"))
@@ -52,7 +57,8 @@ pub fn upper_origin(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> Option<(usize, u
             nlink = st.st_nlink,
             "origin decoded"
         );
-        return (is_dir || st.st_nlink == 1).then_some((layer.index, st.st_ino));
+        let whole = is_dir || st.st_nlink == 1 || crate::index::is_indexed(ovl, &origin, upper_ino);
+        return whole.then_some((layer.index, st.st_ino));
     }
     None
 }

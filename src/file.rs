@@ -91,10 +91,10 @@ fn open_real(ovl: &Ovl, node: &Arc<Node>, flags: i32) -> OResult<OwnedFd> {
         copy_up(ovl, node)?;
     }
     let reals = node.reals();
-    let (dir, name) = reals[0].at();
-    if name.is_empty() {
+    if reals[0].dir_fd().is_some() {
         return Err(Errno::EISDIR);
     }
+    let (dir, name) = reals[0].at();
     realops::open(dir, name, real_flags(flags)).map_err(errno)
 }
 

@@ -204,8 +204,8 @@ impl Filesystem for PlyFs {
             // An open file answers from its fd, also after it was unlinked.
             Some(fh) if n.kind == FileType::RegularFile => file::fstat(&self.ovl, fh.0)
                 .map(|st| inode::attr(n.id, &st, false))
-                .or_else(|_| inode::getattr(&n)),
-            _ => inode::getattr(&n),
+                .or_else(|_| inode::getattr(&self.ovl, &n)),
+            _ => inode::getattr(&self.ovl, &n),
         });
         match res {
             Ok(attr) => reply.attr(&self.ovl.timeout, &attr),
@@ -335,7 +335,11 @@ impl Filesystem for PlyFs {
             let full = if e.name == "." || e.name == ".." {
                 // The kernel takes no lookup count for these.
                 let id = e.ino;
-                match self.ovl.node(id).and_then(|n| inode::getattr(&n)) {
+                match self
+                    .ovl
+                    .node(id)
+                    .and_then(|n| inode::getattr(&self.ovl, &n))
+                {
                     Ok(attr) => reply.add(
                         INodeNo(id),
                         off,
@@ -720,7 +724,10 @@ impl Filesystem for PlyFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let res = self.ovl.node(ino.0).and_then(|n| inode::getattr(&n));
+        let res = self
+            .ovl
+            .node(ino.0)
+            .and_then(|n| inode::getattr(&self.ovl, &n));
         match res {
             Ok(attr) => {
                 let groups = inode::caller_groups(req.pid());

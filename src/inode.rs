@@ -58,9 +58,27 @@ pub fn attr(id: u64, st: &FileStat, merged_dir: bool) -> FileAttr {
     }
 }
 
+/// The link count to report: 1 for a merged directory (as the kernel), the union count for an
+/// upper non-directory (index), else the real one.
+pub fn nlink(
+    ovl: &crate::ovl::Ovl,
+    real: &crate::node::Real,
+    st: &FileStat,
+    merged_dir: bool,
+) -> u32 {
+    if merged_dir {
+        return 1;
+    }
+    if ovl.layers.is_upper(real.layer) && ovl.index.is_some() {
+        let (dir, name) = real.at();
+        return crate::index::union_nlink(ovl, dir, name, st);
+    }
+    st.st_nlink as u32
+}
+
 /// The attributes of a node, from its topmost real object. ESTALE if the name now holds another
 /// object (the layer was changed underneath).
-pub fn getattr(node: &Node) -> OResult<FileAttr> {
+pub fn getattr(ovl: &crate::ovl::Ovl, node: &Node) -> OResult<FileAttr> {
     let reals = node.reals();
     let st = reals[0].stat().map_err(|e| match e {
         nix::errno::Errno::ENOENT => fuser::Errno::ESTALE,
@@ -69,11 +87,10 @@ pub fn getattr(node: &Node) -> OResult<FileAttr> {
     if st.st_ino != reals[0].ino {
         return Err(fuser::Errno::ESTALE);
     }
-    Ok(attr(
-        node.id,
-        &st,
-        node.kind == FileType::Directory && reals.len() > 1,
-    ))
+    let merged = node.kind == FileType::Directory && reals.len() > 1;
+    let mut a = attr(node.id, &st, merged);
+    a.nlink = nlink(ovl, &reals[0], &st, merged);
+    Ok(a)
 }
 
 /// What a setattr request changes.
@@ -142,7 +159,7 @@ pub fn setattr(
     if a.atime.is_some() || a.mtime.is_some() {
         realops::utimens(dir, name, &timespec(a.atime), &timespec(a.mtime)).map_err(errno)?;
     }
-    getattr(node)
+    getattr(ovl, node)
 }
 
 /// POSIX permission check of `mask` (R_OK/W_OK/X_OK bits) for a caller; root passes except

@@ -122,3 +122,15 @@ pub fn reopen_dir(fd: &OwnedFd) -> crate::ovl::OResult<OwnedFd> {
     )
     .map_err(crate::ovl::errno)
 }
+
+/// Opens the object an `O_PATH` fd names for I/O, through /proc/self/fd (the fd names the final
+/// object: nothing is followed past it).
+pub fn reopen(fd: BorrowedFd, flags: OFlag) -> nix::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::fcntl::open(
+        path.as_str(),
+        (flags & !(OFlag::O_CREAT | OFlag::O_EXCL)) | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}

@@ -7,6 +7,7 @@ pub mod dir;
 pub mod export;
 pub mod file;
 pub mod fs;
+pub mod index;
 pub mod inode;
 pub mod layer;
 pub mod mount;

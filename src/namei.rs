@@ -49,6 +49,8 @@ pub struct Found {
     pub kind: FileType,
     pub reals: Vec<Real>,
     pub stat: FileStat,
+    /// The lower object an index alias stands for (its id is the lower one's).
+    pub alias_of: Option<(usize, u64)>,
 }
 
 /// Whether the name is one plyfs never shows (an AUFS whiteout or opaque marker).
@@ -237,6 +239,7 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     let mut kind = None;
     let mut top_stat = None;
     let mut redirect: Option<Redirect> = None;
+    let mut alias_of = None;
     let first = preals.first().map_or(nlayers, |r| r.layer);
     for (li, parent_dir) in by_layer.iter().enumerate().skip(first) {
         // The directory to look in, and the name to look up there.
@@ -271,12 +274,24 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             Some(_) => break,
         }
         if !this_is_dir {
+            // A lower link of an inode copied up through the index shows the upper copy.
+            if found.is_empty() && !ovl.layers.is_upper(li) {
+                if let Some((alias, ist)) =
+                    crate::index::lookup_alias(ovl, li, dir.as_fd(), lname, &st)?
+                {
+                    alias_of = Some((li, st.st_ino));
+                    top_stat = Some(ist);
+                    found.push(alias);
+                    break;
+                }
+            }
             found.push(Real {
                 layer: li,
                 loc: Loc::At(dir, lname.clone()),
                 ino: st.st_ino,
                 opaque: false,
                 xwhiteouts: false,
+                alias: false,
             });
             break;
         }
@@ -298,6 +313,7 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             ino: st.st_ino,
             opaque,
             xwhiteouts,
+            alias: false,
         });
         if opaque {
             break;
@@ -308,6 +324,7 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             kind,
             reals: found,
             stat,
+            alias_of,
         }),
         _ => None,
     })
@@ -322,9 +339,13 @@ pub fn lookup(
     let Some(found) = find(ovl, parent, name)? else {
         return Ok(None);
     };
-    let id = ovl.id_of_reals(found.kind, &found.reals);
+    let id = match found.alias_of {
+        Some((layer, ino)) => ovl.id_of(layer, ino),
+        None => ovl.id_of_reals(found.kind, &found.reals),
+    };
     let merged = found.kind == FileType::Directory && found.reals.len() > 1;
-    let attr = inode::attr(id, &found.stat, merged);
+    let mut attr = inode::attr(id, &found.stat, merged);
+    attr.nlink = inode::nlink(ovl, &found.reals[0], &found.stat, merged);
     let node = ovl.nodes.intern(Node::new(
         id,
         found.kind,

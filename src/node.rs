@@ -23,6 +23,8 @@ pub enum Loc {
     Dir(Arc<OwnedFd>),
     /// A non-directory: a directory of the same layer and its name there.
     At(Arc<OwnedFd>, CString),
+    /// A non-directory whose name went away while it has other links, held as `O_PATH`.
+    Fd(Arc<OwnedFd>),
 }
 
 /// A real object in one layer.
@@ -35,6 +37,9 @@ pub struct Real {
     pub opaque: bool,
     /// A directory marked as holding xattr whiteouts (`overlay.opaque` = `x`).
     pub xwhiteouts: bool,
+    /// An upper copy reached through the index for a lower link not yet linked up at its own
+    /// name (see `index.rs`).
+    pub alias: bool,
 }
 
 impl Real {
@@ -42,7 +47,7 @@ impl Real {
     pub fn dir_fd(&self) -> Option<&Arc<OwnedFd>> {
         match &self.loc {
             Loc::Dir(fd) => Some(fd),
-            Loc::At(..) => None,
+            Loc::At(..) | Loc::Fd(_) => None,
         }
     }
 
@@ -50,7 +55,7 @@ impl Real {
     /// fd itself.
     pub fn at(&self) -> (BorrowedFd<'_>, &CStr) {
         match &self.loc {
-            Loc::Dir(fd) => (fd.as_fd(), c""),
+            Loc::Dir(fd) | Loc::Fd(fd) => (fd.as_fd(), c""),
             Loc::At(dir, name) => (dir.as_fd(), name.as_c_str()),
         }
     }
@@ -58,7 +63,7 @@ impl Real {
     /// `lstat` of the object.
     pub fn stat(&self) -> nix::Result<FileStat> {
         match &self.loc {
-            Loc::Dir(fd) => fstat(fd.as_fd()),
+            Loc::Dir(fd) | Loc::Fd(fd) => fstat(fd.as_fd()),
             Loc::At(dir, name) => {
                 fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
             }
@@ -125,6 +130,7 @@ impl Node {
 
     /// Whether the topmost real object is in the upper layer (index 0 when there is one).
     pub fn is_upper(&self, has_upper: bool) -> bool {
-        has_upper && self.reals()[0].layer == 0
+        let reals = self.reals();
+        has_upper && reals[0].layer == 0 && !reals[0].alias
     }
 }

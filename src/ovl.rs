@@ -79,6 +79,8 @@ pub struct Ovl {
     pub redirect_dir: RedirectDir,
     /// The work dir, when the mount is writable.
     pub work: Option<WorkDir>,
+    /// The index dir `W/index` (hard-linked lower files copied up), when `index` is on.
+    pub index: Option<Arc<std::os::fd::OwnedFd>>,
     /// Each layer's filesystem uuid (for `overlay.origin`), by layer index; zero when unknown.
     pub uuids: Vec<[u8; 16]>,
     /// Sync copied-up data and honour fsync (off with `volatile` or `fsync=0`).
@@ -109,6 +111,7 @@ impl Ovl {
                 ino: st.st_ino,
                 opaque: false,
                 xwhiteouts: mark.as_deref() == Some(b"x"),
+                alias: false,
             });
         }
         let uuids = layers
@@ -122,6 +125,14 @@ impl Ovl {
             .collect();
         let work = match (&cfg.work, cfg.is_read_only()) {
             (Some(w), false) => Some(WorkDir::open(w)?),
+            _ => None,
+        };
+        // The index needs file handles (root): on by default where they work.
+        let index_on = cfg
+            .index
+            .unwrap_or_else(|| nix::unistd::geteuid().is_root());
+        let index = match (&cfg.work, &work) {
+            (Some(w), Some(_)) if index_on => Some(Arc::new(crate::work::open_index(w)?)),
             _ => None,
         };
         let nodes = NodeTable::default();
@@ -147,6 +158,7 @@ impl Ovl {
                 cfg.redirect_dir
             },
             work,
+            index,
             uuids,
             fsync: cfg.fsync && !cfg.volatile,
             passthrough: AtomicBool::new(false),
@@ -179,11 +191,8 @@ impl Ovl {
                     return self.id_of(below.layer, below.ino);
                 }
             }
-            let (dir, name) = match &top.loc {
-                crate::node::Loc::At(d, n) => (std::os::fd::AsFd::as_fd(&**d), n.as_c_str()),
-                crate::node::Loc::Dir(d) => (std::os::fd::AsFd::as_fd(&**d), c""),
-            };
-            if let Some((layer, ino)) = crate::export::upper_origin(self, dir, name) {
+            let (dir, name) = top.at();
+            if let Some((layer, ino)) = crate::export::upper_origin(self, dir, name, top.ino) {
                 return self.id_of(layer, ino);
             }
         }

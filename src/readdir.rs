@@ -143,7 +143,8 @@ fn upper_dir_opaque(ovl: &Ovl, dir: &Real, name: &[u8]) -> OResult<bool> {
 fn entry_id(ovl: &Ovl, real: &Real, impure: bool, name: &[u8], ino: u64) -> u64 {
     if impure {
         if let (Some(dir), Ok(cname)) = (real.dir_fd(), std::ffi::CString::new(name)) {
-            if let Some((layer, oino)) = crate::export::upper_origin(ovl, dir.as_fd(), &cname) {
+            if let Some((layer, oino)) = crate::export::upper_origin(ovl, dir.as_fd(), &cname, ino)
+            {
                 return ovl.id_of(layer, oino);
             }
         }

@@ -52,7 +52,12 @@ pub fn symlink(target: &CStr, dir: BorrowedFd, name: &CStr) -> R<()> {
 
 pub fn link(odir: BorrowedFd, oname: &CStr, ndir: BorrowedFd, nname: &CStr) -> R<()> {
     tracing::debug!(?oname, ?nname, "real link");
-    nix::unistd::linkat(odir, oname, ndir, nname, AtFlags::empty())
+    let flags = if oname.is_empty() {
+        AtFlags::AT_EMPTY_PATH
+    } else {
+        AtFlags::empty()
+    };
+    nix::unistd::linkat(odir, oname, ndir, nname, flags)
 }
 
 pub fn unlink(dir: BorrowedFd, name: &CStr) -> R<()> {
@@ -161,8 +166,12 @@ pub fn utimens(dir: BorrowedFd, name: &CStr, atime: &TimeSpec, mtime: &TimeSpec)
     )
 }
 
-/// Opens an existing non-directory for I/O (never follows a symlink).
+/// Opens an existing non-directory for I/O (never follows a symlink); an empty name opens the
+/// object an `O_PATH` fd names.
 pub fn open(dir: BorrowedFd, name: &CStr, flags: OFlag) -> R<OwnedFd> {
+    if name.is_empty() {
+        return crate::layer::reopen(dir, flags);
+    }
     nix::fcntl::openat(
         dir,
         name,

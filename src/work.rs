@@ -102,6 +102,24 @@ impl WorkDir {
     }
 }
 
+/// Opens (making it if needed) the index dir `workdir/index`.
+pub fn open_index(workdir: &Path) -> Result<OwnedFd> {
+    let w = nix::fcntl::open(
+        workdir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open workdir '{}'", workdir.display()))?;
+    match nix::sys::stat::mkdirat(&w, c"index", Mode::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot make '{}/index'", workdir.display()))
+        }
+    }
+    open_dir(w.as_fd(), c"index")
+        .with_context(|| format!("cannot open '{}/index'", workdir.display()))
+}
+
 /// Removes everything in directory `dir`; returns how many top-level entries went.
 fn empty_dir(dir: BorrowedFd) -> nix::Result<usize> {
     let mut names = Vec::new();

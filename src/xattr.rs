@@ -22,6 +22,7 @@ pub struct OvlXattrs {
     pub redirect: CString,
     pub origin: CString,
     pub impure: CString,
+    pub nlink: CString,
 }
 
 pub const FUSE_OVERLAYFS_OPAQUE: &CStr = c"user.fuseoverlayfs.opaque";
@@ -41,6 +42,7 @@ impl OvlXattrs {
             redirect: name("redirect"),
             origin: name("origin"),
             impure: name("impure"),
+            nlink: name("nlink"),
         }
     }
 }

@@ -239,6 +239,20 @@ fn remove() {
                 fs::create_dir(m.join("etc/group"))
             }),
             ("rmdir a file", |m| fs::remove_dir(m.join("etc/passwd"))),
+            ("remove one of two upper links, use the other", |m| {
+                fs::write(m.join("tmp/h1"), b"h")?;
+                fs::hard_link(m.join("tmp/h1"), m.join("tmp/h2"))?;
+                fs::remove_file(m.join("tmp/h1"))?;
+                append(&m.join("tmp/h2"), b"2")?;
+                chmod(&m.join("tmp/h2"), 0o640)
+            }),
+            ("rename over one of two links, use the other", |m| {
+                fs::write(m.join("tmp/r1"), b"r")?;
+                fs::hard_link(m.join("tmp/r1"), m.join("tmp/r2"))?;
+                fs::write(m.join("tmp/other"), b"o")?;
+                fs::rename(m.join("tmp/other"), m.join("tmp/r1"))?;
+                append(&m.join("tmp/r2"), b"2")
+            }),
         ],
     );
 }
@@ -398,5 +412,87 @@ fn inode_numbers_survive_copy_up_and_remount() {
             .unwrap()
             .is_some(),
         "a directory holding copied-up objects is marked impure, as the kernel does"
+    );
+}
+
+/// Hard links of a lower file stay one inode through copy-up (the index, as the kernel's
+/// `index=on`): after changing one link, every link shows the change, with the same st_ino and
+/// the union's st_nlink, also after a remount, and the kernel reads plyfs's layers the same way
+/// (and the reverse). Which names end up linked in the upper dir may differ (FUSE changes
+/// attributes by inode, not by name), so the upper dirs are not compared.
+#[test]
+fn hard_links_survive_copy_up() {
+    let test = "hard_links_survive_copy_up";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let ops: &[Op] = &[
+        ("chmod one link", |m| chmod(&m.join("bin/busybox"), 0o700)),
+        ("append through the other", |m| {
+            append(&m.join("bin/bb-link"), b"x")
+        }),
+        ("a third link", |m| {
+            fs::hard_link(m.join("bin/bb-link"), m.join("bin/bb3"))
+        }),
+        ("unlink the first", |m| {
+            fs::remove_file(m.join("bin/busybox"))
+        }),
+    ];
+    let kl = Layers::build("demo", &[]);
+    let pl = Layers::build("demo", &[]);
+    let kopts = format!("{},index=on,redirect_dir=on", kl.opts);
+    let pkopts = format!("{},index=on,redirect_dir=on", pl.opts);
+    let stats = |m: &Path| -> Vec<(String, u64, u32)> {
+        ["bin/busybox", "bin/bb-link", "bin/bb3"]
+            .iter()
+            .filter_map(|p| {
+                fs::symlink_metadata(m.join(p))
+                    .ok()
+                    .map(|md| (p.to_string(), md.ino(), md.nlink() as u32))
+            })
+            .collect()
+    };
+    let ino_of = |m: &Path| fs::symlink_metadata(m.join("bin/bb-link")).unwrap().ino();
+    {
+        let km = KernelMount::new(&kopts);
+        let pm = PlyMount::new(&pl.opts);
+        let p_ino = ino_of(&pm.mnt);
+        for (name, op) in ops {
+            assert_eq!(outcome(op(&pm.mnt)), outcome(op(&km.mnt)), "{name}");
+            assert_same_dump(
+                &format!("{test}: after '{name}'"),
+                &dump(&km.mnt),
+                &dump(&pm.mnt),
+            );
+            let (k, p) = (stats(&km.mnt), stats(&pm.mnt));
+            let knl: Vec<_> = k.iter().map(|(n, _, l)| (n, l)).collect();
+            let pnl: Vec<_> = p.iter().map(|(n, _, l)| (n, l)).collect();
+            assert_eq!(pnl, knl, "st_nlink after '{name}'");
+            assert!(
+                p.iter().all(|(_, i, _)| *i == p_ino),
+                "one st_ino for every link: {p:?}"
+            );
+        }
+        pm.unmount();
+        let pm = PlyMount::new(&pl.opts);
+        assert_eq!(ino_of(&pm.mnt), p_ino, "st_ino after remount");
+        assert_same_dump(
+            &format!("{test}: after remount"),
+            &dump(&km.mnt),
+            &dump(&pm.mnt),
+        );
+        pm.unmount();
+    }
+    let expected = dump(&KernelMount::new(&kopts).mnt);
+    assert_same_dump(
+        &format!("{test}: kernel (index=on) reading plyfs's layers"),
+        &expected,
+        &dump(&KernelMount::new(&pkopts).mnt),
+    );
+    assert_same_dump(
+        &format!("{test}: plyfs reading the kernel's layers"),
+        &expected,
+        &dump(&PlyMount::new(&kl.opts).mnt),
     );
 }
