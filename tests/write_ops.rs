@@ -496,3 +496,88 @@ fn hard_links_survive_copy_up() {
         &dump(&PlyMount::new(&kl.opts).mnt),
     );
 }
+
+/// A full upper filesystem: a copy-up that does not fit fails with ENOSPC and leaves the lower
+/// file as it was and nothing in the work dir; a write that does not fit fails with ENOSPC and
+/// keeps what was written; a mount removes what a crash left in the work dir.
+#[test]
+fn enospc_loses_nothing() {
+    let test = "enospc_loses_nothing";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let base = TempDir::new("enospc");
+    let lower = base.mkdir("lower");
+    let small = base.mkdir("small");
+    let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    fs::write(lower.join("big"), &big).unwrap();
+    fs::write(lower.join("small"), b"small\n").unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let _tmpfs = MountGuard(small.clone());
+    let (upper, work) = (small.join("upper"), small.join("work"));
+    fs::create_dir(&upper).unwrap();
+    fs::create_dir_all(work.join("work/#leftover-dir")).unwrap();
+    fs::write(work.join("work/#leftover"), b"half a copy").unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let pm = PlyMount::new(&opts);
+    assert_eq!(
+        fs::read_dir(work.join("work")).unwrap().count(),
+        0,
+        "the mount removed the work dir's leftovers"
+    );
+    let err = chmod(&pm.mnt.join("big"), 0o600).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(
+        fs::read(pm.mnt.join("big")).unwrap(),
+        big,
+        "the lower file is intact"
+    );
+    let mode = fs::metadata(pm.mnt.join("big"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o644, "the failed chmod changed nothing");
+    assert_eq!(
+        fs::read_dir(work.join("work")).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+    assert!(
+        !upper.join("big").exists(),
+        "no half copy in the upper layer"
+    );
+    // A write that does not fit.
+    let mut f = fs::File::create(pm.mnt.join("fill")).unwrap();
+    let chunk = vec![7u8; 256 << 10];
+    let mut written = 0usize;
+    let err = loop {
+        match f.write_all(&chunk).and_then(|()| f.sync_all()) {
+            Ok(()) => written += chunk.len(),
+            Err(e) => break e,
+        }
+        assert!(written < 8 << 20, "a 2 MiB filesystem took {written} bytes");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    drop(f);
+    let kept = fs::read(pm.mnt.join("fill")).unwrap();
+    assert!(
+        kept.len() >= written && kept.iter().all(|b| *b == 7),
+        "what was written stays"
+    );
+    fs::remove_file(pm.mnt.join("fill")).unwrap();
+    // With room again, the copy-up of a small file works.
+    chmod(&pm.mnt.join("small"), 0o600).unwrap();
+    assert_eq!(fs::read(pm.mnt.join("small")).unwrap(), b"small\n");
+    pm.unmount();
+}
