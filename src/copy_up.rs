@@ -29,9 +29,9 @@ use crate::{realops, sys, xattr};
 
 /// Makes sure `node`'s topmost real object is in the upper layer.
 pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
-    let Some(work) = ovl.writable_work() else {
+    if ovl.writable_work().is_none() {
         return Err(Errno::EROFS);
-    };
+    }
     if node.is_upper(true) {
         return Ok(());
     }
@@ -41,28 +41,72 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
     }
     let link = node.link();
     let parent = ovl.node(link.parent)?;
-    copy_up(ovl, &parent)?;
+    let new_reals = copy_up_at(ovl, &parent, &link.name, node.kind, &node.reals())?;
+    node.set_reals(new_reals);
+    tracing::debug!(id = node.id, name = ?link.name, "copied up");
+    Ok(())
+}
+
+/// Makes name `name` of `parent` an object of the upper layer, when it is not one already. For
+/// a non-directory this is per name: hard links share one node, but each name is copied (or
+/// linked) up on its own.
+pub fn copy_up_name(ovl: &Ovl, parent: &Arc<Node>, name: &std::ffi::OsStr) -> OResult<()> {
+    copy_up(ovl, parent)?;
+    let cname = crate::namei::cname(name)?;
+    let udir = parent.reals()[0].dir_fd().ok_or(Errno::EIO)?.clone();
+    if crate::namei::upper_entry(ovl, udir.as_fd(), &cname)? == crate::namei::UpperEntry::Object {
+        return Ok(());
+    }
+    let found = crate::namei::find(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
+    let id = match found.alias_of {
+        Some((layer, ino)) => ovl.id_of(layer, ino),
+        None => ovl.id_of_reals(found.kind, &found.reals),
+    };
+    let node = ovl.nodes.get(id);
+    if found.kind == FileType::Directory {
+        return match node {
+            Some(n) => copy_up(ovl, &n),
+            None => Err(Errno::ESTALE),
+        };
+    }
+    let new_reals = copy_up_at(ovl, parent, &cname, found.kind, &found.reals)?;
+    if let Some(n) = node {
+        if !n.is_upper(true) {
+            n.set_reals(new_reals);
+        }
+    }
+    Ok(())
+}
+
+/// Copies (or, for an index alias, links) up the object that `reals` (topmost first) make of
+/// name `name` in `parent`, and returns the object's new real objects.
+fn copy_up_at(
+    ovl: &Ovl,
+    parent: &Arc<Node>,
+    name: &CStr,
+    kind: FileType,
+    reals: &[Real],
+) -> OResult<Vec<Real>> {
+    let work = ovl.writable_work().ok_or(Errno::EROFS)?;
+    copy_up(ovl, parent)?;
     let upper_dir = parent.reals()[0].dir_fd().ok_or(Errno::EIO)?.clone();
-    let reals = node.reals();
     let src = &reals[0];
     if src.alias {
         // The upper copy exists in the index: link it in at this name.
-        let real = crate::index::link_up(ovl, src, &upper_dir, &link.name)?;
-        node.set_reals(vec![real]);
-        return Ok(());
+        return Ok(vec![crate::index::link_up(ovl, src, &upper_dir, name)?]);
     }
     let st = src.stat().map_err(errno)?;
     let tmp = work.temp_name();
     mark_impure(ovl, upper_dir.as_fd())?;
     // A lower file with other links goes through the index, so they all keep sharing it.
     let indexed = match &ovl.index {
-        Some(index) if node.kind != FileType::Directory && st.st_nlink > 1 => {
+        Some(index) if kind != FileType::Directory && st.st_nlink > 1 => {
             let (sdir, sname) = src.at();
             crate::index::entry_name(ovl, src.layer, sdir, sname).map(|n| (index.clone(), n))
         }
         _ => None,
     };
-    let built = build(ovl, work, &tmp, src, &st, node.kind)
+    let built = build(ovl, work, &tmp, src, &st, kind)
         .and_then(|()| match &indexed {
             Some((index, iname)) => {
                 // The copy's own link count becomes 2 (index and name); the union keeps the
@@ -77,22 +121,20 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
                 work.dir(),
                 &tmp,
                 upper_dir.as_fd(),
-                &link.name,
+                name,
                 RenameFlags::RENAME_NOREPLACE,
             )
             .map_err(errno)
         });
     if let Err(e) = built {
         let _ = work.remove(&tmp);
-        tracing::warn!(name = ?link.name, ?e, "copy-up failed");
+        tracing::warn!(?name, ?e, "copy-up failed");
         return Err(e);
     }
-    let loc = if node.kind == FileType::Directory {
-        Loc::Dir(Arc::new(
-            open_dir(upper_dir.as_fd(), &link.name).map_err(errno)?,
-        ))
+    let loc = if kind == FileType::Directory {
+        Loc::Dir(Arc::new(open_dir(upper_dir.as_fd(), name).map_err(errno)?))
     } else {
-        Loc::At(upper_dir, link.name.clone())
+        Loc::At(upper_dir, name.to_owned())
     };
     let mut upper = Real {
         layer: 0,
@@ -104,12 +146,10 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
     };
     upper.ino = upper.stat().map_err(errno)?.st_ino;
     let mut new_reals = vec![upper];
-    if node.kind == FileType::Directory {
+    if kind == FileType::Directory {
         new_reals.extend(reals.iter().cloned());
     }
-    node.set_reals(new_reals);
-    tracing::debug!(id = node.id, name = ?link.name, "copied up");
-    Ok(())
+    Ok(new_reals)
 }
 
 /// Marks an upper directory `overlay.impure` (it holds copied-up or moved objects whose inode

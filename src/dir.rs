@@ -422,9 +422,10 @@ fn rename_nodes(
     let (cname, cnew) = (namei::cname(name)?, namei::cname(newname)?);
     copy_up(ovl, parent)?;
     copy_up(ovl, newparent)?;
-    copy_up(ovl, src)?;
+    // Per name: a name of a shared (hard-linked) node may still be lower.
+    crate::copy_up::copy_up_name(ovl, parent, name)?;
     if exchange {
-        copy_up(ovl, dst.ok_or(Errno::ENOENT)?)?;
+        crate::copy_up::copy_up_name(ovl, newparent, newname)?;
     }
     let (od, nd) = (upper_dir(parent)?, upper_dir(newparent)?);
     crate::copy_up::mark_impure(ovl, nd.as_fd())?;

@@ -16,8 +16,14 @@ use std::os::unix::fs::MetadataExt;
 use crate::config::{Config, KernelFlag};
 use crate::fs::PlyFs;
 
+/// Who may use the mount. As root, everyone (as fuse-overlayfs does, and as with the kernel's
+/// overlay; the kernel checks permissions, `default_permissions`): containers run as many uids.
+fn allow_other(cfg: &Config) -> bool {
+    cfg.allow_other || nix::unistd::geteuid().is_root()
+}
+
 fn acl(cfg: &Config) -> SessionACL {
-    if cfg.allow_other {
+    if allow_other(cfg) {
         SessionACL::All
     } else if cfg.allow_root {
         SessionACL::RootAndOwner
@@ -103,7 +109,7 @@ fn mount_direct(cfg: &Config) -> Result<OwnedFd> {
         nix::unistd::getuid(),
         nix::unistd::getgid()
     );
-    if cfg.allow_other || cfg.allow_root {
+    if allow_other(cfg) || cfg.allow_root {
         data.push_str(",allow_other");
     }
     let fstype = format!("fuse.{}", subtype(cfg));
