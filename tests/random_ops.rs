@@ -153,7 +153,7 @@ fn random_operations_match_the_kernel() {
     let seed: u64 = std::env::var("PLYFS_RANDOM_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_0f_91f5);
+        .unwrap_or(0x005e_ed0f_91f5);
     println!("random operations: {count} ops, seed {seed}");
     let kl = Layers::build("demo", &[]);
     let pl = Layers::build("demo", &[]);
