@@ -446,7 +446,14 @@ fn rename_nodes(
         return Ok(());
     }
     if let Some(r) = &redirect {
-        realops::set_xattr(od.as_fd(), &cname, &ovl.xattrs.redirect, r, 0).map_err(errno)?;
+        // As the kernel's ovl_set_redirect: an existing redirect stays when the directory stays
+        // in its directory or the redirect is absolute.
+        let existing = crate::xattr::read_all(od.as_fd(), &cname, &ovl.xattrs.redirect)
+            .map_err(crate::ovl::io_errno)?;
+        let same_dir = parent.id == newparent.id;
+        if !existing.is_some_and(|e| same_dir || e.starts_with(b"/")) {
+            realops::set_xattr(od.as_fd(), &cname, &ovl.xattrs.redirect, r, 0).map_err(errno)?;
+        }
     }
     let src_dir = src.kind == FileType::Directory;
     let needs_whiteout =

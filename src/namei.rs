@@ -304,7 +304,15 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
         let (opaque, xwhiteouts) = dir_marks(ovl, dir.as_fd(), lname, fd.as_fd())?;
         if li + 1 < nlayers && !opaque && ovl.redirect_dir != RedirectDir::Off {
             if let Some(r) = read_redirect(ovl, dir.as_fd(), lname)? {
-                redirect = Some(r);
+                redirect = Some(match (redirect.take(), r) {
+                    // Below an absolute redirect, a relative one renames the last component of
+                    // that path (as the kernel's chained redirects).
+                    (Some(Redirect::Absolute(mut parts)), Redirect::Relative(n)) => {
+                        *parts.last_mut().expect("absolute redirects are not empty") = n;
+                        Redirect::Absolute(parts)
+                    }
+                    (_, r) => r,
+                });
             }
         }
         found.push(Real {
