@@ -660,3 +660,62 @@ fn redirects_across_stacked_layers() {
     }
     assert_same_dump(&format!("{test}: kernel vs plyfs"), &views[0], &views[1]);
 }
+
+/// A write by an unprivileged user clears setuid (and group-executable setgid), as POSIX and the
+/// kernel's overlay do; the copy-up of such a file by root keeps the bits.
+#[test]
+fn unprivileged_write_clears_setuid() {
+    let test = "unprivileged_write_clears_setuid";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: {test}: needs setpriv (util-linux)");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let prep: Op = ("make world-writable setuid and setgid files", |m| {
+        chmod(&m.join("bin/su"), 0o4777)?;
+        chmod(&m.join("bin/wall"), 0o2777)
+    });
+    let mut modes = Vec::new();
+    for kernel in [true, false] {
+        let l = Layers::build("demo", &[]);
+        let (km, pm);
+        let mnt = if kernel {
+            km = KernelMount::new(&kopts(&l));
+            km.mnt.clone()
+        } else {
+            pm = PlyMount::new(&l.opts);
+            pm.mnt.clone()
+        };
+        (prep.1)(&mnt).unwrap();
+        let before: Vec<u32> = ["bin/su", "bin/wall"]
+            .iter()
+            .map(|p| fs::metadata(mnt.join(p)).unwrap().mode() & 0o7777)
+            .collect();
+        assert_eq!(before, vec![0o4777, 0o2777], "root's chmod keeps the bits");
+        for f in ["bin/su", "bin/wall"] {
+            let st = std::process::Command::new("setpriv")
+                .args(["--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c"])
+                .arg(format!("echo x >> '{}'", mnt.join(f).display()))
+                .status()
+                .unwrap();
+            assert!(st.success(), "write as uid 1000 to {f}");
+        }
+        let after: Vec<u32> = ["bin/su", "bin/wall"]
+            .iter()
+            .map(|p| fs::metadata(mnt.join(p)).unwrap().mode() & 0o7777)
+            .collect();
+        modes.push(after);
+    }
+    assert_eq!(
+        modes[1], modes[0],
+        "plyfs vs kernel: modes after an unprivileged write"
+    );
+    assert_eq!(modes[1], vec![0o777, 0o777], "setuid and setgid cleared");
+}
