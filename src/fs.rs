@@ -109,12 +109,7 @@ impl PlyFs {
         value: Option<(&[u8], i32)>,
     ) -> OResult<()> {
         let node = self.ovl.node(ino.0)?;
-        let real_name = self
-            .ovl
-            .xattrs
-            .to_real(name.as_bytes())
-            .ok_or(Errno::EPERM)?;
-        let real_name = CString::new(real_name).map_err(|_| Errno::EINVAL)?;
+        let real_name = self.real_xattr_name(name, Errno::EPERM)?;
         crate::copy_up::copy_up(&self.ovl, &node)?;
         let reals = node.reals();
         let (dir, n) = reals[0].at();
@@ -125,6 +120,12 @@ impl PlyFs {
         .map_err(errno)
     }
 
+    /// The real xattr name behind a user's; `hidden` when the name is one users cannot reach.
+    fn real_xattr_name(&self, name: &OsStr, hidden: Errno) -> OResult<CString> {
+        let real = self.ovl.xattrs.to_real(name.as_bytes()).ok_or(hidden)?;
+        CString::new(real).map_err(|_| Errno::EINVAL)
+    }
+
     fn lookup_entry(&self, parent: INodeNo, name: &OsStr) -> OResult<Option<FileAttr>> {
         let parent = dir_node(&self.ovl, parent)?;
         Ok(namei::lookup(&self.ovl, &parent, name)?.map(|(_, attr)| attr))
@@ -132,12 +133,7 @@ impl PlyFs {
 
     fn getxattr_value(&self, ino: INodeNo, name: &OsStr) -> OResult<Vec<u8>> {
         let node = self.ovl.node(ino.0)?;
-        let real_name = self
-            .ovl
-            .xattrs
-            .to_real(name.as_bytes())
-            .ok_or(Errno::ENODATA)?;
-        let real_name = CString::new(real_name).map_err(|_| Errno::EINVAL)?;
+        let real_name = self.real_xattr_name(name, Errno::ENODATA)?;
         let reals = node.reals();
         let (dir, name) = reals[0].at();
         xattr::read_all(dir, name, &real_name)
