@@ -51,6 +51,8 @@ pub enum New<'a> {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The caller's umask, applied unless the directory has a default ACL.
+    pub umask: u32,
 }
 
 fn work(ovl: &Ovl) -> OResult<&WorkDir> {
@@ -106,24 +108,33 @@ pub fn make(
     let setgid_dir = pst.st_mode & libc::S_ISGID != 0;
     let gid = if setgid_dir { pst.st_gid } else { caller.gid };
     let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
+    let parent_default = crate::xattr::read_all(udir.as_fd(), c"", crate::acl::DEFAULT)
+        .map_err(crate::ovl::io_errno)?;
+    let inherit = |mode: u32, is_dir: bool| {
+        crate::acl::inherit(parent_default.as_deref(), mode, caller.umask, is_dir)
+    };
     let tmp = w.temp_name();
     let wd = w.dir();
     let built = (|| -> OResult<Option<OwnedFd>> {
         let mut fd = None;
-        let mode = match &what {
+        let acl = match &what {
             New::File { flags, mode } => {
                 fd = Some(
                     realops::create(wd, &tmp, *flags & OFlag::O_ACCMODE, 0o600).map_err(errno)?,
                 );
-                Some(*mode)
+                Some(inherit(*mode, false))
             }
             New::Dir { mode } => {
                 realops::mkdir(wd, &tmp, 0o700).map_err(errno)?;
-                Some(*mode | if setgid_dir { libc::S_ISGID } else { 0 })
+                let mut i = inherit(*mode, true);
+                if setgid_dir {
+                    i.mode |= libc::S_ISGID;
+                }
+                Some(i)
             }
             New::Special { mode, rdev } => {
                 realops::mknod(wd, &tmp, (*mode & libc::S_IFMT) | 0o600, *rdev).map_err(errno)?;
-                Some(*mode)
+                Some(inherit(*mode, false))
             }
             New::Symlink { target } => {
                 realops::symlink(target, wd, &tmp).map_err(errno)?;
@@ -137,8 +148,16 @@ pub fn make(
             }
         };
         realops::chown(wd, &tmp, Some(caller.uid), Some(gid)).map_err(errno)?;
-        if let Some(mode) = mode {
-            realops::chmod(wd, &tmp, mode & 0o7777).map_err(errno)?;
+        if let Some(acl) = acl {
+            realops::chmod(wd, &tmp, acl.mode & 0o7777).map_err(errno)?;
+            for (name, value) in [
+                (crate::acl::ACCESS, &acl.access),
+                (crate::acl::DEFAULT, &acl.default),
+            ] {
+                if let Some(v) = value {
+                    realops::set_xattr(wd, &tmp, name, v, 0).map_err(errno)?;
+                }
+            }
         }
         // A new directory over a whiteout must not merge with what it hid; with redirect_dir=on
         // the kernel also makes every new directory of a merged parent opaque (a later rename

@@ -64,10 +64,11 @@ fn reply_sized(reply: ReplyXattr, value: &[u8], size: u32) {
     }
 }
 
-fn caller(req: &Request) -> Caller {
+fn caller(req: &Request, umask: u32) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        umask,
     }
 }
 
@@ -90,6 +91,7 @@ impl PlyFs {
     fn make(
         &self,
         req: &Request,
+        umask: u32,
         parent: INodeNo,
         name: &OsStr,
         what: New,
@@ -99,7 +101,7 @@ impl PlyFs {
         Option<std::os::fd::OwnedFd>,
     )> {
         let parent = dir_node(&self.ovl, parent)?;
-        dir::make(&self.ovl, caller(req), &parent, name, what)
+        dir::make(&self.ovl, caller(req, umask), &parent, name, what)
     }
 
     fn set_or_remove_xattr(
@@ -156,6 +158,10 @@ impl Filesystem for PlyFs {
         // in the kernel, so a walk after it asks the daemon nothing.
         let wanted = [
             InitFlags::FUSE_DO_READDIRPLUS,
+            // The kernel checks ACLs and keeps them in step with the mode; with DONT_MASK it
+            // hands the umask to plyfs, which applies it or the parent's default ACL (acl.rs).
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_DONT_MASK,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_MAX_PAGES,
@@ -473,15 +479,12 @@ impl Filesystem for PlyFs {
         let what = match dir::special_kind(mode) {
             Some(FileType::RegularFile) => New::File {
                 flags: nix::fcntl::OFlag::O_WRONLY,
-                mode: mode & !umask,
+                mode,
             },
-            Some(_) => New::Special {
-                mode: mode & !umask,
-                rdev,
-            },
+            Some(_) => New::Special { mode, rdev },
             None => return reply.error(Errno::EINVAL),
         };
-        let made = self.make(req, parent, name, what);
+        let made = self.make(req, umask, parent, name, what);
         self.reply_made(reply, made);
     }
 
@@ -494,14 +497,7 @@ impl Filesystem for PlyFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let made = self.make(
-            req,
-            parent,
-            name,
-            New::Dir {
-                mode: mode & !umask,
-            },
-        );
+        let made = self.make(req, umask, parent, name, New::Dir { mode });
         self.reply_made(reply, made);
     }
 
@@ -516,7 +512,7 @@ impl Filesystem for PlyFs {
         let Ok(target) = CString::new(target.as_os_str().as_bytes()) else {
             return reply.error(Errno::EINVAL);
         };
-        let made = self.make(req, parent, link_name, New::Symlink { target: &target });
+        let made = self.make(req, 0, parent, link_name, New::Symlink { target: &target });
         self.reply_made(reply, made);
     }
 
@@ -531,7 +527,7 @@ impl Filesystem for PlyFs {
         let made = self
             .ovl
             .node(ino.0)
-            .and_then(|node| self.make(req, newparent, newname, New::Link { node: &node }));
+            .and_then(|node| self.make(req, 0, newparent, newname, New::Link { node: &node }));
         self.reply_made(reply, made);
     }
 
@@ -581,9 +577,9 @@ impl Filesystem for PlyFs {
     ) {
         let what = New::File {
             flags: nix::fcntl::OFlag::from_bits_truncate(flags),
-            mode: mode & !umask,
+            mode,
         };
-        let (node, attr, fd) = match self.make(req, parent, name, what) {
+        let (node, attr, fd) = match self.make(req, umask, parent, name, what) {
             Ok((node, attr, Some(fd))) => (node, attr, fd),
             Ok(_) => return reply.error(Errno::EIO),
             Err(e) => return reply.error(e),

@@ -1,6 +1,7 @@
 //! plyfs: an overlay (union) filesystem in userspace. The crate root only declares the modules;
 //! `main.rs` is the command line and `fs.rs` the FUSE entry points. See DESIGN.md for the map.
 
+pub mod acl;
 pub mod config;
 pub mod copy_up;
 pub mod dir;

@@ -719,3 +719,52 @@ fn unprivileged_write_clears_setuid() {
     );
     assert_eq!(modes[1], vec![0o777, 0o777], "setuid and setgid cleared");
 }
+
+/// `u::rwx,u:1000:rwx,g::r-x,m::rwx,o::---` as a `system.posix_acl_default` value.
+fn default_acl() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 7u16, u32::MAX),
+        (2, 7, 1000),
+        (4, 5, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// New objects inherit their directory's default ACL (mode masked by it, umask ignored), the
+/// umask applies elsewhere, and chmod keeps the ACL in step, as on the kernel's overlay.
+#[test]
+fn posix_acls() {
+    run_differential(
+        "posix_acls",
+        "demo",
+        &[
+            ("set a default ACL on a lower dir", |m| {
+                xattr::set(m.join("tmp"), "system.posix_acl_default", &default_acl())
+            }),
+            ("create a file under it", |m| {
+                fs::write(m.join("tmp/f"), b"f")
+            }),
+            ("mkdir under it", |m| fs::create_dir(m.join("tmp/d"))),
+            ("create in the inheriting dir", |m| {
+                fs::write(m.join("tmp/d/g"), b"g")
+            }),
+            ("chmod keeps the ACL in step", |m| {
+                chmod(&m.join("tmp/f"), 0o640)
+            }),
+            ("create where there is no default ACL", |m| {
+                fs::write(m.join("etc/plain"), b"p")
+            }),
+            ("remove the default ACL", |m| {
+                xattr::remove(m.join("tmp"), "system.posix_acl_default")
+            }),
+            ("create after it went", |m| fs::write(m.join("tmp/h"), b"h")),
+        ],
+    );
+}
