@@ -427,16 +427,20 @@ fn rename_nodes(
         n.kind == FileType::Directory && !(n.is_upper(true) && n.reals().len() == 1)
     };
     let src_redirect = needs_redirect(src);
-    if (src_redirect || (exchange && dst.is_some_and(needs_redirect)))
-        && (ovl.redirect_dir != crate::config::RedirectDir::On || exchange)
-    {
+    let dst_redirect = exchange && dst.is_some_and(needs_redirect);
+    if (src_redirect || dst_redirect) && ovl.redirect_dir != crate::config::RedirectDir::On {
         return Err(Errno::EXDEV);
     }
-    // Computed before anything moves: it reads the ancestors' places.
+    // Computed before anything moves: they read the ancestors' places.
+    let same_dir = parent.id == newparent.id;
     let redirect = if src_redirect {
-        Some(redirect_for(ovl, src, parent.id == newparent.id)?)
+        Some(redirect_for(ovl, src, same_dir)?)
     } else {
         None
+    };
+    let dst_redirect = match dst {
+        Some(d) if dst_redirect => Some(redirect_for(ovl, d, same_dir)?),
+        _ => None,
     };
     let (cname, cnew) = (namei::cname(name)?, namei::cname(newname)?);
     copy_up(ovl, parent)?;
@@ -450,6 +454,31 @@ fn rename_nodes(
     crate::copy_up::mark_impure(ovl, nd.as_fd())?;
     if exchange {
         crate::copy_up::mark_impure(ovl, od.as_fd())?;
+        let d = dst.ok_or(Errno::ENOENT)?;
+        // Each directory lands on the other's name: a redirect says where its own lower
+        // directories are; without one, it must not merge with what a lower layer holds there.
+        for (node, r, dir, n, lands_dir, lands) in [
+            (src, &redirect, &od, &cname, &nd, &cnew),
+            (d, &dst_redirect, &nd, &cnew, &od, &cname),
+        ] {
+            if node.kind != FileType::Directory {
+                continue;
+            }
+            match r {
+                Some(r) => set_redirect(ovl, dir.as_fd(), n, r, same_dir)?,
+                None => {
+                    let lands_parent = if Arc::ptr_eq(lands_dir, &nd) {
+                        newparent
+                    } else {
+                        parent
+                    };
+                    if namei::lower_positive(ovl, lands_parent, lands)? {
+                        realops::set_xattr(dir.as_fd(), n, &ovl.xattrs.opaque, b"y", 0)
+                            .map_err(errno)?;
+                    }
+                }
+            }
+        }
         realops::rename(
             od.as_fd(),
             &cname,
@@ -459,20 +488,11 @@ fn rename_nodes(
         )
         .map_err(errno)?;
         relink(src, newparent, &cnew, &nd);
-        if let Some(d) = dst {
-            relink(d, parent, &cname, &od);
-        }
+        relink(d, parent, &cname, &od);
         return Ok(());
     }
     if let Some(r) = &redirect {
-        // As the kernel's ovl_set_redirect: an existing redirect stays when the directory stays
-        // in its directory or the redirect is absolute.
-        let existing = crate::xattr::read_all(od.as_fd(), &cname, &ovl.xattrs.redirect)
-            .map_err(crate::ovl::io_errno)?;
-        let same_dir = parent.id == newparent.id;
-        if !existing.is_some_and(|e| same_dir || e.starts_with(b"/")) {
-            realops::set_xattr(od.as_fd(), &cname, &ovl.xattrs.redirect, r, 0).map_err(errno)?;
-        }
+        set_redirect(ovl, od.as_fd(), &cname, r, same_dir)?;
     }
     let src_dir = src.kind == FileType::Directory;
     let needs_whiteout =
@@ -593,6 +613,24 @@ fn redirect_for(ovl: &Ovl, node: &Arc<Node>, same_dir: bool) -> OResult<Vec<u8>>
         abs.extend_from_slice(c);
     }
     Ok(abs)
+}
+
+/// Sets the redirect of upper directory `name` in `dir` to `value`, unless it keeps the one it
+/// has: as the kernel's ovl_set_redirect, an existing redirect stays when the directory stays in
+/// its directory or the redirect is absolute.
+fn set_redirect(
+    ovl: &Ovl,
+    dir: BorrowedFd,
+    name: &CStr,
+    value: &[u8],
+    same_dir: bool,
+) -> OResult<()> {
+    let existing =
+        crate::xattr::read_all(dir, name, &ovl.xattrs.redirect).map_err(crate::ovl::io_errno)?;
+    if existing.is_some_and(|e| same_dir || e.starts_with(b"/")) {
+        return Ok(());
+    }
+    realops::set_xattr(dir, name, &ovl.xattrs.redirect, value, 0).map_err(errno)
 }
 
 /// Records a node's new place after a rename in the upper layer.

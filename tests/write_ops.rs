@@ -291,6 +291,23 @@ fn rename_dirs_with_redirects() {
             ("remove a moved tree", |m| {
                 fs::remove_dir_all(m.join("var/doc"))
             }),
+            ("exchange two merged dirs", |m| {
+                rename_flags(
+                    &m.join("bin"),
+                    &m.join("root"),
+                    RenameFlags::RENAME_EXCHANGE,
+                )?;
+                fs::read(m.join("root/busybox")).map(drop)
+            }),
+            ("exchange a merged dir with a new one", |m| {
+                fs::create_dir(m.join("fresh"))?;
+                fs::write(m.join("fresh/x"), b"x")?;
+                rename_flags(
+                    &m.join("fresh"),
+                    &m.join("home"),
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+            }),
             (
                 "move a merged dir into another, then rename it there",
                 |m| {
