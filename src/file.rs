@@ -1,16 +1,23 @@
-//! Open files: open, read, release, and FUSE passthrough backing ids.
+//! Open files: open, read, write, release, and FUSE passthrough backing ids.
 //!
-//! Invariants: an open file holds its own fd of the real object (opened through the node's
-//! `O_PATH` fd). With passthrough, every open of the same node shares one backing id (the node
-//! keeps a weak reference; the open files keep it alive), so the kernel sees one backing file per
-//! real inode. The node's backing mutex is a leaf: held only around the backing-id ioctl on
-//! /dev/fuse, which never waits on this mount.
+//! The kernel lets a FUSE inode have one passthrough backing file at a time, and refuses any
+//! other kind of open while it has one (and a passthrough open while it has cached opens). A
+//! lower file can be copied up while it is open, which would need a second backing file, so:
+//! passthrough is used only for files that can no longer be copied up (upper files, and
+//! everything on a read-only mount), and only while the node has no cached (non-passthrough)
+//! opens. A lower file is read through the daemon and page-cached; a read-only open whose file
+//! was copied up since reads the upper copy from then on, as with the kernel's overlay.
+//!
+//! Invariants: every passthrough open of a node shares one backing id (the node keeps a weak
+//! reference, the open files keep it alive); the node's backing mutex covers that choice and the
+//! count of cached opens, and is a leaf, held only around the backing-id ioctl on /dev/fuse,
+//! which never waits on this mount.
 
 use fuser::{BackingId, Errno, FopenFlags, ReplyOpen};
 use nix::fcntl::OFlag;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::copy_up::copy_up;
 use crate::node::Node;
@@ -18,15 +25,46 @@ use crate::ovl::{errno, OResult, Ovl};
 use crate::realops;
 
 pub struct OpenFile {
-    pub fd: OwnedFd,
+    fd: RwLock<Arc<OwnedFd>>,
+    /// The real inode `fd` was opened on.
+    ino: AtomicU64,
+    node: Arc<Node>,
+    read_only: bool,
     /// Keeps the node's shared backing id alive while this file is open.
     pub backing: Option<Arc<BackingId>>,
 }
 
-/// The backing id shared by all opens of one real inode (keyed by its inode number, so a
-/// copy-up switches later opens to the upper file).
+impl OpenFile {
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.fd.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if self.backing.is_none() {
+            let mut slot = self
+                .node
+                .backing
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            slot.cached_opens = slot.cached_opens.saturating_sub(1);
+        }
+    }
+}
+
+/// A node's passthrough state: the backing id shared by its passthrough opens (keyed by the
+/// real inode number) and how many cached opens it has.
 #[derive(Default)]
-pub struct Backing(Mutex<(u64, Weak<BackingId>)>);
+pub struct Backing(Mutex<BackingSlot>);
+
+#[derive(Default)]
+pub struct BackingSlot {
+    ino: u64,
+    id: Weak<BackingId>,
+    cached_opens: usize,
+}
 
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
@@ -51,7 +89,7 @@ pub fn open(ovl: &Ovl, node: &Arc<Node>, flags: i32, reply: ReplyOpen) {
         Ok(fd) => fd,
         Err(e) => return reply.error(e),
     };
-    let (fh, fopen, backing) = register(ovl, node, fd, |fd| reply.open_backing(fd));
+    let (fh, fopen, backing) = register(ovl, node, fd, flags, |fd| reply.open_backing(fd));
     match backing {
         Some(b) => reply.opened_passthrough(fuser::FileHandle(fh), fopen, &b),
         None => reply.opened(fuser::FileHandle(fh), fopen),
@@ -61,15 +99,42 @@ pub fn open(ovl: &Ovl, node: &Arc<Node>, flags: i32, reply: ReplyOpen) {
 /// Registers an open real file: its handle number, open flags and shared backing id.
 pub fn register(
     ovl: &Ovl,
-    node: &Node,
+    node: &Arc<Node>,
     fd: OwnedFd,
+    flags: i32,
     open_backing: impl FnOnce(BorrowedFd) -> std::io::Result<BackingId>,
 ) -> (u64, FopenFlags, Option<Arc<BackingId>>) {
     let real = node.reals()[0].clone();
-    let backing = if ovl.passthrough.load(Ordering::Relaxed) {
-        shared_backing(ovl, node, real.ino, &fd, open_backing)
-    } else {
-        None
+    let final_copy = ovl.layers.is_upper(real.layer) || ovl.read_only;
+    let backing = {
+        let mut slot = node.backing.0.lock().unwrap_or_else(|e| e.into_inner());
+        let alive = slot.id.upgrade();
+        let backing = match alive {
+            Some(b) if slot.ino == real.ino => Some(b),
+            Some(_) => None,
+            None if final_copy
+                && slot.cached_opens == 0
+                && ovl.passthrough.load(Ordering::Relaxed) =>
+            {
+                match open_backing(fd.as_fd()) {
+                    Ok(b) => {
+                        let b = Arc::new(b);
+                        (slot.ino, slot.id) = (real.ino, Arc::downgrade(&b));
+                        Some(b)
+                    }
+                    Err(e) => {
+                        tracing::warn!("FUSE passthrough unavailable, I/O through the daemon: {e}");
+                        ovl.passthrough.store(false, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if backing.is_none() {
+            slot.cached_opens += 1;
+        }
+        backing
     };
     // No FLUSH on close: plyfs writes through at once. The kernel accepts no cache flags with
     // passthrough (it uses the backing file's cache); lower files never change while mounted,
@@ -80,7 +145,10 @@ pub fn register(
         FopenFlags::FOPEN_NOFLUSH
     };
     let fh = ovl.files.insert(OpenFile {
-        fd,
+        fd: RwLock::new(Arc::new(fd)),
+        ino: AtomicU64::new(real.ino),
+        node: node.clone(),
+        read_only: !wants_write(flags),
         backing: backing.clone(),
     });
     (fh, fopen, backing)
@@ -98,45 +166,16 @@ fn open_real(ovl: &Ovl, node: &Arc<Node>, flags: i32) -> OResult<OwnedFd> {
     realops::open(dir, name, real_flags(flags)).map_err(errno)
 }
 
-fn shared_backing(
-    ovl: &Ovl,
-    node: &Node,
-    ino: u64,
-    fd: &OwnedFd,
-    open_backing: impl FnOnce(BorrowedFd) -> std::io::Result<BackingId>,
-) -> Option<Arc<BackingId>> {
-    let mut slot = node.backing.0.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.0 == ino {
-        if let Some(b) = slot.1.upgrade() {
-            return Some(b);
-        }
-    }
-    match open_backing(fd.as_fd()) {
-        Ok(b) => {
-            let b = Arc::new(b);
-            *slot = (ino, Arc::downgrade(&b));
-            Some(b)
-        }
-        Err(e) => {
-            tracing::warn!("FUSE passthrough unavailable, reading through the daemon: {e}");
-            ovl.passthrough.store(false, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
 /// Reads up to `size` bytes at `offset` of an open file.
 pub fn read(ovl: &Ovl, fh: u64, offset: u64, size: u32) -> OResult<Vec<u8>> {
     let file = ovl.files.get(fh)?;
+    follow_copy_up(&file)?;
+    let fd = file.fd();
     let mut buf = vec![0u8; size as usize];
     let mut done = 0;
     while done < buf.len() {
-        let n = nix::sys::uio::pread(
-            file.fd.as_fd(),
-            &mut buf[done..],
-            (offset + done as u64) as i64,
-        )
-        .map_err(errno)?;
+        let n = nix::sys::uio::pread(fd.as_fd(), &mut buf[done..], (offset + done as u64) as i64)
+            .map_err(errno)?;
         if n == 0 {
             break;
         }
@@ -146,13 +185,29 @@ pub fn read(ovl: &Ovl, fh: u64, offset: u64, size: u32) -> OResult<Vec<u8>> {
     Ok(buf)
 }
 
+/// A read-only open whose file was copied up since it was opened reads the upper copy.
+fn follow_copy_up(file: &OpenFile) -> OResult<()> {
+    if !file.read_only {
+        return Ok(());
+    }
+    let real = file.node.reals()[0].clone();
+    if real.ino == file.ino.load(Ordering::Relaxed) || real.dir_fd().is_some() {
+        return Ok(());
+    }
+    let (dir, name) = real.at();
+    let fd = realops::open(dir, name, OFlag::O_RDONLY).map_err(errno)?;
+    *file.fd.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fd);
+    file.ino.store(real.ino, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Writes `data` at `offset` of an open file.
 pub fn write(ovl: &Ovl, fh: u64, offset: u64, data: &[u8]) -> OResult<u32> {
     let file = ovl.files.get(fh)?;
     let mut done = 0;
     while done < data.len() {
         done += nix::sys::uio::pwrite(
-            file.fd.as_fd(),
+            file.fd().as_fd(),
             &data[done..],
             (offset + done as u64) as i64,
         )
@@ -167,16 +222,16 @@ pub fn fsync(ovl: &Ovl, fh: u64, datasync: bool) -> OResult<()> {
     }
     let file = ovl.files.get(fh)?;
     if datasync {
-        nix::unistd::fdatasync(file.fd.as_fd()).map_err(errno)
+        nix::unistd::fdatasync(file.fd().as_fd()).map_err(errno)
     } else {
-        nix::unistd::fsync(file.fd.as_fd()).map_err(errno)
+        nix::unistd::fsync(file.fd().as_fd()).map_err(errno)
     }
 }
 
 pub fn fallocate(ovl: &Ovl, fh: u64, offset: u64, length: u64, mode: i32) -> OResult<()> {
     let file = ovl.files.get(fh)?;
     nix::fcntl::fallocate(
-        file.fd.as_fd(),
+        file.fd().as_fd(),
         nix::fcntl::FallocateFlags::from_bits_truncate(mode),
         offset as i64,
         length as i64,
@@ -194,13 +249,13 @@ pub fn lseek(ovl: &Ovl, fh: u64, offset: i64, whence: i32) -> OResult<i64> {
         libc::SEEK_HOLE => nix::unistd::Whence::SeekHole,
         _ => return Err(Errno::EINVAL),
     };
-    nix::unistd::lseek(file.fd.as_fd(), offset, whence).map_err(errno)
+    nix::unistd::lseek(file.fd().as_fd(), offset, whence).map_err(errno)
 }
 
 /// The attributes of an open file, from its fd (works after unlink).
 pub fn fstat(ovl: &Ovl, fh: u64) -> OResult<nix::sys::stat::FileStat> {
     let file = ovl.files.get(fh)?;
-    nix::sys::stat::fstat(file.fd.as_fd()).map_err(errno)
+    nix::sys::stat::fstat(file.fd().as_fd()).map_err(errno)
 }
 
 pub fn release(ovl: &Ovl, fh: u64) {

@@ -585,7 +585,7 @@ impl Filesystem for PlyFs {
             Err(e) => return reply.error(e),
         };
         let (fh, fopen, backing) =
-            file::register(&self.ovl, &node, fd, |fd| reply.open_backing(fd));
+            file::register(&self.ovl, &node, fd, flags, |fd| reply.open_backing(fd));
         match backing {
             Some(b) => reply.created_passthrough(
                 &self.ovl.timeout,

@@ -148,7 +148,7 @@ pub fn setattr(
         let truncate = |fd: std::os::fd::BorrowedFd| nix::unistd::ftruncate(fd, size as i64);
         match a.fh.and_then(|fh| ovl.files.get(fh).ok()) {
             Some(f) if ovl.layers.is_upper(reals[0].layer) => {
-                truncate(std::os::fd::AsFd::as_fd(&f.fd)).map_err(errno)?
+                truncate(std::os::fd::AsFd::as_fd(&*f.fd())).map_err(errno)?
             }
             _ => {
                 let fd = realops::open(dir, name, nix::fcntl::OFlag::O_WRONLY).map_err(errno)?;

@@ -785,3 +785,56 @@ fn posix_acls() {
         ],
     );
 }
+
+/// A file open for reading while another open writes it (which copies it up): the write works,
+/// and the reader sees the new data, as on the kernel's overlay (before, FUSE passthrough of the
+/// lower file made the writer's open fail with EIO).
+#[test]
+fn reader_open_across_copy_up() {
+    let test = "reader_open_across_copy_up";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let mut seen = Vec::new();
+    for kernel in [true, false] {
+        let l = Layers::build("demo", &[]);
+        let (km, pm);
+        let mnt = if kernel {
+            km = KernelMount::new(&kopts(&l));
+            km.mnt.clone()
+        } else {
+            pm = PlyMount::new(&l.opts);
+            pm.mnt.clone()
+        };
+        let reader = fs::File::open(mnt.join("etc/hostname")).unwrap();
+        let mut before = vec![0u8; 64];
+        let n = reader.read_at(&mut before, 0).unwrap();
+        before.truncate(n);
+        let mut w = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(mnt.join("etc/hostname"))
+            .expect("open for writing while a reader has it open");
+        w.write_all(b"changed\n").unwrap();
+        drop(w);
+        let mut after = vec![0u8; 64];
+        let n = reader.read_at(&mut after, 0).unwrap();
+        after.truncate(n);
+        let mut again = String::new();
+        fs::File::open(mnt.join("etc/hostname"))
+            .unwrap()
+            .read_to_string(&mut again)
+            .unwrap();
+        // A reader of a file that is renamed over keeps its own file.
+        let keep = fs::File::open(mnt.join("etc/group")).unwrap();
+        fs::write(mnt.join("etc/group.new"), b"new group\n").unwrap();
+        fs::rename(mnt.join("etc/group.new"), mnt.join("etc/group")).unwrap();
+        let mut old = vec![0u8; 8];
+        keep.read_at(&mut old, 0).unwrap();
+        seen.push((before, after, again, old));
+    }
+    assert_eq!(seen[1], seen[0], "plyfs vs kernel");
+    assert_eq!(seen[1].1, b"changed\n", "the reader sees the new data");
+}
