@@ -2,7 +2,7 @@
 //! skipped with a printed reason otherwise): a fixed-seed generator picks create, write,
 //! truncate, rename, link, unlink, mkdir, rmdir, chmod and setxattr over a small set of names
 //! that mixes lower, copied-up and new objects; after every step the errno and the whole
-//! visible tree must match. CI runs a bounded count; `PLYFS_RANDOM_OPS=N` and
+//! visible tree must match. Also symlink, RENAME_EXCHANGE and mkfifo. CI runs a bounded count; `PLYFS_RANDOM_OPS=N` and
 //! `PLYFS_RANDOM_SEED=S` run longer (see the README).
 
 mod common;
@@ -69,6 +69,9 @@ enum Op {
     Rmdir(String),
     Chmod(String, u32),
     SetXattr(String, String),
+    Symlink(String, String),
+    Exchange(String, String),
+    Mkfifo(String),
 }
 
 fn generate(rng: &mut Rng) -> Op {
@@ -79,7 +82,7 @@ fn generate(rng: &mut Rng) -> Op {
             .map(|i| b'a' + ((i + rng.below(26)) % 26) as u8)
             .collect::<Vec<u8>>()
     };
-    match rng.below(10) {
+    match rng.below(13) {
         0 => {
             let (a, d) = (p(rng), data(rng));
             Op::Create(a, d)
@@ -101,28 +104,35 @@ fn generate(rng: &mut Rng) -> Op {
             let (a, m) = (p(rng), [0o600, 0o644, 0o755, 0o700, 0o4755][rng.below(5)]);
             Op::Chmod(a, m)
         }
-        _ => {
+        9 => {
             let (a, v) = (p(rng), format!("v{}", rng.below(100)));
             Op::SetXattr(a, v)
         }
+        10 => Op::Symlink(p(rng), p(rng)),
+        11 => Op::Exchange(p(rng), p(rng)),
+        _ => Op::Mkfifo(p(rng)),
     }
 }
 
 fn apply(root: &Path, op: &Op) -> Result<(), i32> {
     let j = |p: &str| -> PathBuf { root.join(p) };
+    // O_NONBLOCK: opening a fifo for writing fails with ENXIO instead of waiting for a reader.
+    let open = |p: &str, create: bool| {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(j(p))
+    };
     let r: io::Result<()> = match op {
-        Op::Create(p, d) => fs::write(j(p), d),
-        Op::Write(p, off, d) => fs::OpenOptions::new()
-            .write(true)
-            .open(j(p))
-            .and_then(|mut f| {
-                f.seek(SeekFrom::Start(*off))?;
-                f.write_all(d)
-            }),
-        Op::Truncate(p, n) => fs::OpenOptions::new()
-            .write(true)
-            .open(j(p))
-            .and_then(|f| f.set_len(*n)),
+        Op::Create(p, d) => open(p, true).and_then(|mut f| f.write_all(d)),
+        Op::Write(p, off, d) => open(p, false).and_then(|mut f| {
+            f.seek(SeekFrom::Start(*off))?;
+            f.write_all(d)
+        }),
+        Op::Truncate(p, n) => open(p, false).and_then(|f| f.set_len(*n)),
         Op::Rename(a, b) => fs::rename(j(a), j(b)),
         Op::Link(a, b) => fs::hard_link(j(a), j(b)),
         Op::Unlink(p) => fs::remove_file(j(p)),
@@ -136,6 +146,19 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
             }
         }
         Op::SetXattr(p, v) => xattr::set(j(p), "user.r", v.as_bytes()),
+        Op::Symlink(target, p) => std::os::unix::fs::symlink(target, j(p)),
+        Op::Exchange(a, b) => nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &j(a),
+            nix::fcntl::AT_FDCWD,
+            &j(b),
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(io::Error::from),
+        Op::Mkfifo(p) => {
+            nix::unistd::mkfifo(&j(p), nix::sys::stat::Mode::from_bits_truncate(0o644))
+                .map_err(io::Error::from)
+        }
     };
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
