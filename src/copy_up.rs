@@ -69,7 +69,17 @@ pub fn copy_up_name(ovl: &Ovl, parent: &Arc<Node>, name: &std::ffi::OsStr) -> OR
             None => Err(Errno::ESTALE),
         };
     }
-    let new_reals = copy_up_at(ovl, parent, &cname, found.kind, &found.reals)?;
+    let new_reals = match copy_up_at(ovl, parent, &cname, found.kind, &found.reals) {
+        Ok(r) => r,
+        // Another request copied this name up first: it is in the upper layer now.
+        Err(Errno::EEXIST)
+            if crate::namei::upper_entry(ovl, udir.as_fd(), &cname)?
+                == crate::namei::UpperEntry::Object =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(n) = node {
         if !n.is_upper(true) {
             n.set_reals(new_reals);
