@@ -32,20 +32,7 @@ pub struct WorkDir {
 impl WorkDir {
     /// Opens (making it if needed) `workdir/work` and empties it.
     pub fn open(workdir: &Path) -> Result<WorkDir> {
-        let w = nix::fcntl::open(
-            workdir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("cannot open workdir '{}'", workdir.display()))?;
-        match nix::sys::stat::mkdirat(&w, c"work", Mode::empty()) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot make '{}/work'", workdir.display()))
-            }
-        }
-        let fd = open_dir(w.as_fd(), c"work")
-            .with_context(|| format!("cannot open '{}/work'", workdir.display()))?;
+        let fd = open_subdir(workdir, c"work")?;
         let removed = empty_dir(fd.as_fd())
             .with_context(|| format!("cannot clean '{}/work'", workdir.display()))?;
         if removed > 0 {
@@ -104,20 +91,23 @@ impl WorkDir {
 
 /// Opens (making it if needed) the index dir `workdir/index`.
 pub fn open_index(workdir: &Path) -> Result<OwnedFd> {
+    open_subdir(workdir, c"index")
+}
+
+/// Opens (making it if needed, mode 0 as the kernel does) directory `name` of the workdir.
+fn open_subdir(workdir: &Path, name: &CStr) -> Result<OwnedFd> {
+    let what = || format!("'{}/{}'", workdir.display(), name.to_string_lossy());
     let w = nix::fcntl::open(
         workdir,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .with_context(|| format!("cannot open workdir '{}'", workdir.display()))?;
-    match nix::sys::stat::mkdirat(&w, c"index", Mode::empty()) {
+    match nix::sys::stat::mkdirat(&w, name, Mode::empty()) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot make '{}/index'", workdir.display()))
-        }
+        Err(e) => return Err(e).with_context(|| format!("cannot make {}", what())),
     }
-    open_dir(w.as_fd(), c"index")
-        .with_context(|| format!("cannot open '{}/index'", workdir.display()))
+    open_dir(w.as_fd(), name).with_context(|| format!("cannot open {}", what()))
 }
 
 /// Removes everything in directory `dir`; returns how many top-level entries went.
