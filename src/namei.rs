@@ -363,3 +363,196 @@ pub fn lookup(
     ));
     Ok(Some((node, attr)))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The lookup rules on real temp dirs, without a mount (no privilege needed: whiteouts and
+    //! opaque markers in the AUFS form and as `user.overlay.*` xattrs with `userxattr`).
+    use super::*;
+    use crate::config::{parse_args, Action};
+    use crate::export::ROOT_ID;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    pub(crate) struct Fixture {
+        pub base: PathBuf,
+        pub ovl: Ovl,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.base);
+        }
+    }
+
+    /// Two lowers and an upper, a user.* xattr check decides whether xattr cases can run.
+    pub(crate) fn fixture(tag: &str) -> Option<Fixture> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let base = std::env::temp_dir().join(format!(
+            "plyfs-unit-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let d = |p: &str| {
+            let p = base.join(p);
+            fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let (top, bottom, upper, work, mnt) =
+            (d("top"), d("bottom"), d("upper"), d("work"), d("mnt"));
+        let w = |p: &Path, data: &str| fs::write(p, data).unwrap();
+        // bottom: the base.
+        for dir in ["etc", "opaque", "fo-opaque", "x-opaque", "orig", "gone-dir"] {
+            d(&format!("bottom/{dir}"));
+        }
+        w(&bottom.join("etc/passwd"), "bottom passwd");
+        w(&bottom.join("etc/hosts"), "bottom hosts");
+        w(
+            &bottom.join("opaque/hidden"),
+            "hidden by an aufs opaque marker",
+        );
+        w(
+            &bottom.join("fo-opaque/hidden"),
+            "hidden by the fuse-overlayfs marker",
+        );
+        w(
+            &bottom.join("x-opaque/hidden"),
+            "hidden by user.overlay.opaque=y",
+        );
+        w(&bottom.join("orig/a"), "orig a");
+        w(&bottom.join("gone-dir/f"), "f");
+        w(&bottom.join("gone"), "gone");
+        w(&bottom.join("type-change"), "a file below a dir");
+        // top: whiteouts and opaque markers in the AUFS form, and a dir over a file.
+        for dir in [
+            "etc",
+            "opaque",
+            "fo-opaque",
+            "x-opaque",
+            "type-change",
+            "renamed",
+        ] {
+            d(&format!("top/{dir}"));
+        }
+        w(&top.join("etc/.wh.hosts"), "");
+        w(&top.join("etc/group"), "top group");
+        w(&top.join(".wh.gone"), "");
+        w(&top.join(".wh.gone-dir"), "");
+        w(&top.join("opaque/.wh..wh..opq"), "");
+        w(&top.join("opaque/kept"), "kept");
+        w(&top.join("renamed/b"), "renamed b");
+        if ::xattr::set(top.join("fo-opaque"), "user.fuseoverlayfs.opaque", b"y").is_err() {
+            println!("SKIPPED: namei unit tests: the temp filesystem has no user xattrs");
+            let _ = fs::remove_dir_all(&base);
+            return None;
+        }
+        ::xattr::set(top.join("x-opaque"), "user.overlay.opaque", b"y").unwrap();
+        ::xattr::set(top.join("renamed"), "user.overlay.redirect", b"orig").unwrap();
+        // upper: a file over the lower etc/passwd.
+        d("upper/etc");
+        w(&upper.join("etc/passwd"), "upper passwd");
+        let opts = format!(
+            "lowerdir={}:{},upperdir={},workdir={},userxattr",
+            top.display(),
+            bottom.display(),
+            upper.display(),
+            work.display()
+        );
+        let args = ["-o", &opts, mnt.to_str().unwrap()].map(std::ffi::OsString::from);
+        let Action::Mount(cfg) = parse_args(&args).unwrap() else {
+            unreachable!()
+        };
+        let ovl = Ovl::new(&cfg).unwrap();
+        Some(Fixture { base, ovl })
+    }
+
+    /// Looks a path up from the root, one name at a time.
+    pub(crate) fn walk(ovl: &Ovl, path: &str) -> OResult<Option<Arc<Node>>> {
+        let mut node = ovl.node(ROOT_ID)?;
+        for part in path.split('/') {
+            match lookup(ovl, &node, OsStr::new(part))? {
+                Some((n, _)) => node = n,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(node))
+    }
+
+    fn content(ovl: &Ovl, path: &str) -> Option<String> {
+        let node = walk(ovl, path).unwrap()?;
+        let reals = node.reals();
+        let (dir, name) = reals[0].at();
+        let fd = crate::realops::open(dir, name, nix::fcntl::OFlag::O_RDONLY).ok()?;
+        Some(std::io::read_to_string(fs::File::from(fd)).unwrap())
+    }
+
+    #[test]
+    fn upper_wins_and_lowers_merge() {
+        let Some(f) = fixture("merge") else { return };
+        assert_eq!(
+            content(&f.ovl, "etc/passwd").as_deref(),
+            Some("upper passwd")
+        );
+        assert_eq!(content(&f.ovl, "etc/group").as_deref(), Some("top group"));
+        let etc = walk(&f.ovl, "etc").unwrap().unwrap();
+        assert_eq!(etc.reals().len(), 3, "etc merges upper, top and bottom");
+    }
+
+    #[test]
+    fn whiteouts_hide_files_and_dirs() {
+        let Some(f) = fixture("whiteouts") else {
+            return;
+        };
+        assert!(
+            walk(&f.ovl, "etc/hosts").unwrap().is_none(),
+            ".wh.hosts hides hosts"
+        );
+        assert!(walk(&f.ovl, "gone").unwrap().is_none());
+        assert!(walk(&f.ovl, "gone-dir").unwrap().is_none());
+        assert!(
+            walk(&f.ovl, "etc/.wh.hosts").unwrap().is_none(),
+            "markers are never shown"
+        );
+    }
+
+    #[test]
+    fn opaque_dirs_in_every_form() {
+        let Some(f) = fixture("opaque") else { return };
+        for dir in ["opaque", "fo-opaque", "x-opaque"] {
+            assert!(
+                walk(&f.ovl, &format!("{dir}/hidden")).unwrap().is_none(),
+                "{dir} is opaque"
+            );
+            assert_eq!(walk(&f.ovl, dir).unwrap().unwrap().reals().len(), 1);
+        }
+        assert_eq!(content(&f.ovl, "opaque/kept").as_deref(), Some("kept"));
+    }
+
+    #[test]
+    fn a_dir_over_a_file_stops_merging_and_redirects_merge() {
+        let Some(f) = fixture("types") else { return };
+        let t = walk(&f.ovl, "type-change").unwrap().unwrap();
+        assert_eq!(t.kind, FileType::Directory);
+        assert_eq!(t.reals().len(), 1, "a file below a dir does not merge");
+        assert_eq!(
+            content(&f.ovl, "renamed/a").as_deref(),
+            Some("orig a"),
+            "the redirect"
+        );
+        assert_eq!(content(&f.ovl, "renamed/b").as_deref(), Some("renamed b"));
+    }
+
+    #[test]
+    fn names_too_long_and_markers() {
+        let Some(f) = fixture("names") else { return };
+        let root = f.ovl.node(ROOT_ID).unwrap();
+        let long = "x".repeat(256);
+        assert_eq!(
+            find(&f.ovl, &root, OsStr::new(&long)).err(),
+            Some(Errno::ENAMETOOLONG)
+        );
+        assert!(find(&f.ovl, &root, OsStr::new(".wh..wh..opq"))
+            .unwrap()
+            .is_none());
+    }
+}

@@ -276,3 +276,56 @@ pub fn listing_for(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The merged listing on real temp dirs, without a mount (the lookup fixture).
+    use super::*;
+    use crate::namei::tests::{fixture, walk};
+    use std::collections::BTreeSet;
+
+    fn names(ovl: &Ovl, path: &str) -> BTreeSet<String> {
+        let node = walk(ovl, path).unwrap().unwrap();
+        merged_listing(ovl, &node)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn merged_deduplicated_whiteouts_hidden() {
+        let Some(f) = fixture("rd-merge") else { return };
+        let etc = names(&f.ovl, "etc");
+        assert_eq!(
+            etc,
+            [".", "..", "group", "passwd"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "hosts is whited out, passwd listed once, no marker names"
+        );
+        let root = names(&f.ovl, "opaque");
+        assert!(
+            root.contains("kept") && !root.contains("hidden") && !root.contains(".wh..wh..opq")
+        );
+        assert!(
+            names(&f.ovl, "renamed").contains("a"),
+            "the redirected lower dir merges"
+        );
+    }
+
+    #[test]
+    fn d_ino_is_the_lookup_id() {
+        let Some(f) = fixture("rd-ino") else { return };
+        let etc = walk(&f.ovl, "etc").unwrap().unwrap();
+        for e in merged_listing(&f.ovl, &etc).unwrap() {
+            let id = match e.name.to_str().unwrap() {
+                "." => etc.id,
+                ".." => crate::export::ROOT_ID,
+                n => walk(&f.ovl, &format!("etc/{n}")).unwrap().unwrap().id,
+            };
+            assert_eq!(e.ino, id, "d_ino of {:?}", e.name);
+        }
+    }
+}
