@@ -22,7 +22,6 @@ pub struct Layer {
     /// Index of this layer's filesystem among the distinct filesystems of all layers, upper's
     /// first; it tags node ids so equal inode numbers on two filesystems never collide.
     pub fs_index: u8,
-    pub writable: bool,
     /// The root opened for reading: `open_by_handle_at` needs a real fd (not `O_PATH`) to name
     /// the filesystem. `None` where it cannot be opened.
     pub handle_fd: Option<OwnedFd>,
@@ -47,14 +46,10 @@ fn open_root(path: &Path) -> Result<(OwnedFd, FileStat)> {
 
 impl Layers {
     pub fn open(cfg: &Config) -> Result<Layers> {
-        let mut paths: Vec<(PathBuf, bool)> = Vec::new();
-        if let Some(u) = &cfg.upper {
-            paths.push((u.clone(), !cfg.read_only));
-        }
-        paths.extend(cfg.lowers.iter().map(|l| (l.clone(), false)));
+        let paths: Vec<PathBuf> = cfg.upper.iter().chain(&cfg.lowers).cloned().collect();
         let mut devs: Vec<u64> = Vec::new();
         let mut all = Vec::new();
-        for (index, (path, writable)) in paths.into_iter().enumerate() {
+        for (index, path) in paths.into_iter().enumerate() {
             let (root, st) = open_root(&path)?;
             let dev = st.st_dev;
             let fs_index = match devs.iter().position(|d| *d == dev) {
@@ -79,7 +74,6 @@ impl Layers {
                 dev,
                 fs_index: u8::try_from(fs_index)
                     .context("too many filesystems under the layers")?,
-                writable,
             });
         }
         Ok(Layers {
@@ -126,11 +120,16 @@ pub fn reopen_dir(fd: &OwnedFd) -> crate::ovl::OResult<OwnedFd> {
 /// Opens the object an `O_PATH` fd names for I/O, through /proc/self/fd (the fd names the final
 /// object: nothing is followed past it).
 pub fn reopen(fd: BorrowedFd, flags: OFlag) -> nix::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     nix::fcntl::open(
-        path.as_str(),
+        proc_path(fd).as_str(),
         (flags & !(OFlag::O_CREAT | OFlag::O_EXCL)) | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
+}
+
+/// The /proc/self/fd magic link of `fd`: the way to the very object an `O_PATH` fd names, for
+/// calls that take no fd.
+pub fn proc_path(fd: BorrowedFd) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }

@@ -92,14 +92,6 @@ impl NodeTable {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<Node>>> {
         self.nodes.read().unwrap_or_else(|e| e.into_inner())
     }

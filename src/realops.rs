@@ -129,10 +129,9 @@ pub fn chmod(dir: BorrowedFd, name: &CStr, mode: u32) -> R<()> {
     tracing::debug!(?name, mode, "real chmod");
     if name.is_empty() {
         // An O_PATH fd of a directory: go through /proc to reach it.
-        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
         return nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
-            path.as_str(),
+            crate::layer::proc_path(dir).as_str(),
             Mode::from_bits_truncate(mode),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         );
@@ -148,10 +147,9 @@ pub fn chmod(dir: BorrowedFd, name: &CStr, mode: u32) -> R<()> {
 pub fn utimens(dir: BorrowedFd, name: &CStr, atime: &TimeSpec, mtime: &TimeSpec) -> R<()> {
     tracing::debug!(?name, "real utimens");
     if name.is_empty() {
-        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
         return nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
-            path.as_str(),
+            crate::layer::proc_path(dir).as_str(),
             atime,
             mtime,
             nix::sys::stat::UtimensatFlags::FollowSymlink,
