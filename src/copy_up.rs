@@ -40,8 +40,12 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
         return Ok(());
     }
     let link = node.link();
-    let parent = ovl.node(link.parent)?;
+    // A node the kernel decoded from a file handle may have a parent it no longer holds.
+    let parent = crate::reconnect::hold(ovl, link.parent)?;
     let new_reals = copy_up_at(ovl, &parent, &link.name, node.kind, &node.reals())?;
+    if node.kind == FileType::Directory {
+        crate::export::note_dir_copied_up(ovl, &new_reals);
+    }
     node.set_reals(new_reals);
     tracing::debug!(id = node.id, name = ?link.name, "copied up");
     Ok(())

@@ -15,6 +15,7 @@ use nix::fcntl::{OFlag, RenameFlags};
 use nix::sys::stat::SFlag;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::copy_up::copy_up;
@@ -104,6 +105,18 @@ pub fn make(
     }
     copy_up(ovl, parent)?;
     let udir = upper_dir(parent)?;
+    if let New::Link { node } = &what {
+        // A link to a copy makes its new directory impure, as the kernel's ovl_link: the
+        // directory now holds a name whose inode number is not its real one.
+        let reals = node.reals();
+        let (d, n) = reals[0].at();
+        if crate::xattr::read_small(d, n, &ovl.xattrs.origin)
+            .map_err(crate::ovl::io_errno)?
+            .is_some()
+        {
+            crate::copy_up::mark_impure(ovl, udir.as_fd())?;
+        }
+    }
     let pst = nix::sys::stat::fstat(udir.as_fd()).map_err(errno)?;
     let setgid_dir = pst.st_mode & libc::S_ISGID != 0;
     let gid = if setgid_dir { pst.st_gid } else { caller.gid };
@@ -320,6 +333,7 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
         None
     };
     let res = remove_found(ovl, parent, &found, &udir, &cname, entry, in_upper, dir);
+    parent.bump_version();
     if let (Ok(()), Some(node)) = (&res, &node) {
         repoint(node, &udir, &cname, held);
     }
@@ -363,8 +377,48 @@ pub fn rename(
 ) -> OResult<()> {
     let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
     let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+    // The names locks of both directories, in node id order (see node.rs), and the rename
+    // sequence odd while names move (see reconnect.rs).
+    let (first, second) = if parent.id <= newparent.id {
+        (parent, newparent)
+    } else {
+        (newparent, parent)
+    };
+    let _first = first.names.write().unwrap_or_else(|e| e.into_inner());
+    let _second =
+        (first.id != second.id).then(|| second.names.write().unwrap_or_else(|e| e.into_inner()));
+    ovl.renames.fetch_add(1, Ordering::AcqRel);
+    let res = rename_locked(ovl, parent, name, newparent, newname, flags, exchange);
+    parent.bump_version();
+    newparent.bump_version();
+    ovl.renames.fetch_add(1, Ordering::AcqRel);
+    res
+}
+
+fn rename_locked(
+    ovl: &Ovl,
+    parent: &Arc<Node>,
+    name: &OsStr,
+    newparent: &Arc<Node>,
+    newname: &OsStr,
+    flags: RenameFlags,
+    exchange: bool,
+) -> OResult<()> {
     let (src, _) = namei::lookup(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
     let dst = namei::lookup(ovl, newparent, newname)?.map(|(n, _)| n);
+    // The export record learns the new directory before the move, so a crash in between
+    // leaves the object findable in one of the two.
+    if let Some(record) = &ovl.record {
+        if src.kind != FileType::Directory {
+            record.moving(src.id, parent.id, newparent.id);
+        }
+        if let Some(d) = dst
+            .as_ref()
+            .filter(|d| exchange && d.kind != FileType::Directory)
+        {
+            record.moving(d.id, newparent.id, parent.id);
+        }
+    }
     let res = rename_nodes(
         ovl,
         parent,

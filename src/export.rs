@@ -10,11 +10,15 @@
 //! Invariant: `pack` is a pure function of (filesystem index, inode number); ids it returns never
 //! have bit 63 set, so they cannot collide with allocated ids.
 
+use fuser::FileType;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd};
 
+use crate::node::Real;
 use crate::origin::Origin;
 use crate::ovl::Ovl;
+use crate::record::Entry;
+use crate::sys::handle::{name_to_handle_at, FileHandle};
 
 /// The (layer, inode number) an upper object was copied up from, read from its
 /// `overlay.origin` and decoded on the lower layers (`None` when it has none, it no longer
@@ -79,9 +83,115 @@ pub fn pack(fs_index: u8, ino: u64) -> Option<u64> {
     (id > ROOT_ID).then_some(id)
 }
 
+/// `FILEID_INO32_GEN`: the handle ext4 and xfs (32-bit inodes) give, inode then generation.
+const FILEID_INO32_GEN: i32 = 1;
+
+/// The generation of the object a real file handle names: its `i_generation` where the handle
+/// is the common (inode, generation) pair, else a hash of the whole handle. Either way it
+/// changes when the inode number is reused for another object, which is all the kernel asks
+/// of it (it compares it with the generation in the FUSE handle), and it needs no open fd
+/// (`FS_IOC_GETVERSION` does not work on the `O_PATH` fds plyfs holds).
+pub fn generation_of(handle: &FileHandle) -> u32 {
+    if handle.handle_type == FILEID_INO32_GEN && handle.bytes.len() == 8 {
+        return u32::from_ne_bytes(handle.bytes[4..8].try_into().expect("4 bytes"));
+    }
+    // FNV-1a over the type and the bytes.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in handle.handle_type.to_le_bytes().iter().chain(&handle.bytes) {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn handle_of(real: &Real) -> Option<FileHandle> {
+    let (dir, name) = real.at();
+    name_to_handle_at(dir, name, 0)
+        .inspect_err(|e| tracing::debug!(%e, "no file handle"))
+        .ok()
+        .map(|(h, _)| h)
+}
+
+/// For a node about to be handed out for the first time (or found in a new directory): writes
+/// what the export record needs to find it again, and returns its generation. `id` came from
+/// `reals` by the origin rule; the generation is that of the real object the id names (the
+/// topmost, the topmost lower of a merged directory, or the `overlay.origin` of a copy).
+/// Without export it does nothing and the generation is 0.
+pub fn note_lookup(ovl: &Ovl, id: u64, kind: FileType, reals: &[Real], parent: u64) -> u32 {
+    let Some(record) = &ovl.record else {
+        return 0;
+    };
+    let top = handle_of(&reals[0]);
+    let named = |r: &Real| ovl.id_of(r.layer, r.ino) == id;
+    let id_handle = if named(&reals[0]) {
+        top.clone()
+    } else if reals.len() > 1 && named(&reals[1]) {
+        handle_of(&reals[1])
+    } else {
+        let (dir, name) = reals[0].at();
+        crate::xattr::read_small(dir, name, &ovl.xattrs.origin)
+            .ok()
+            .flatten()
+            .and_then(|v| Origin::decode(&v).ok())
+            .map(|o| o.file_handle())
+    };
+    if kind == FileType::Directory {
+        note_dir(ovl, id, &reals[0], top);
+    } else {
+        record.found_in(id, parent);
+    }
+    id_handle.as_ref().map(generation_of).unwrap_or(0)
+}
+
+/// Records that directory `id` is placed by real directory `top` (its topmost real object).
+pub fn note_dir(ovl: &Ovl, id: u64, top: &Real, handle: Option<FileHandle>) {
+    let (Some(record), Some(handle)) = (&ovl.record, handle.or_else(|| handle_of(top))) else {
+        return;
+    };
+    let fs = ovl.layers.get(top.layer).fs_index;
+    record.put(id, &Entry::Dir { fs, handle });
+}
+
+/// After directory `reals[1..]` was copied up to `reals[0]`: the record of every lower
+/// directory it merges now points at the upper one, so a lower directory below it (found
+/// through it, maybe after it was renamed) is placed by walking the upper layer.
+pub fn note_dir_copied_up(ovl: &Ovl, reals: &[Real]) {
+    if ovl.record.is_none() {
+        return;
+    }
+    let Some(handle) = handle_of(&reals[0]) else {
+        return;
+    };
+    for lower in &reals[1..] {
+        note_dir(
+            ovl,
+            ovl.id_of(lower.layer, lower.ino),
+            &reals[0],
+            Some(handle.clone()),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations() {
+        let ext4 = FileHandle {
+            handle_type: 1,
+            bytes: [12u32.to_ne_bytes(), 99u32.to_ne_bytes()].concat(),
+        };
+        assert_eq!(generation_of(&ext4), 99, "the real i_generation");
+        let other = FileHandle {
+            handle_type: 0x4d,
+            bytes: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        };
+        let mut reused = other.clone();
+        reused.bytes[0] = 2;
+        assert_ne!(generation_of(&other), generation_of(&reused));
+        assert_eq!(generation_of(&other), generation_of(&other.clone()));
+    }
 
     #[test]
     fn packing() {

@@ -83,7 +83,9 @@ impl PlyFs {
         )>,
     ) {
         match made {
-            Ok((_, attr, _)) => reply.entry(&self.ovl.timeout, &attr, Generation(0)),
+            Ok((node, attr, _)) => {
+                reply.entry(&self.ovl.timeout, &attr, Generation(node.generation.into()))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -128,9 +130,28 @@ impl PlyFs {
         CString::new(real).map_err(|_| Errno::EINVAL)
     }
 
-    fn lookup_entry(&self, parent: INodeNo, name: &OsStr) -> OResult<Option<FileAttr>> {
+    fn lookup_entry(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> OResult<Option<(std::sync::Arc<crate::node::Node>, FileAttr)>> {
+        // The kernel decoding a file handle of a node it forgot (export only).
+        if self.ovl.exporting() && (name == "." || name == "..") {
+            let node = if name == "." {
+                crate::reconnect::decode(&self.ovl, parent.0)?
+            } else {
+                crate::reconnect::parent(&self.ovl, parent.0)?
+            };
+            return match inode::getattr(&self.ovl, &node) {
+                Ok(attr) => Ok(Some((node, attr))),
+                Err(e) => {
+                    self.ovl.nodes.forget(node.id, 1);
+                    Err(e)
+                }
+            };
+        }
         let parent = dir_node(&self.ovl, parent)?;
-        Ok(namei::lookup(&self.ovl, &parent, name)?.map(|(_, attr)| attr))
+        namei::lookup(&self.ovl, &parent, name)
     }
 
     fn getxattr_value(&self, ino: INodeNo, name: &OsStr) -> OResult<Vec<u8>> {
@@ -166,6 +187,14 @@ impl Filesystem for PlyFs {
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_MAX_PAGES,
         ];
+        // File handles that decode after the kernel forgot the inode (reconnect.rs).
+        if self.ovl.exporting()
+            && config
+                .add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT)
+                .is_err()
+        {
+            tracing::warn!("kernel lacks FUSE_EXPORT_SUPPORT: file handles will not decode");
+        }
         for flag in wanted {
             if config.add_capabilities(flag).is_err() {
                 tracing::debug!("kernel lacks {flag:?}");
@@ -185,10 +214,18 @@ impl Filesystem for PlyFs {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        if let Some(record) = &self.ovl.record {
+            record.sync();
+        }
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         tracing::debug!(parent = parent.0, ?name, "lookup");
         match self.lookup_entry(parent, name) {
-            Ok(Some(attr)) => reply.entry(&self.ovl.timeout, &attr, Generation(0)),
+            Ok(Some((node, attr))) => {
+                reply.entry(&self.ovl.timeout, &attr, Generation(node.generation.into()))
+            }
             Ok(None) if !self.ovl.timeout.is_zero() => {
                 reply.entry(&self.ovl.timeout, &negative_attr(), Generation(0))
             }
@@ -340,15 +377,15 @@ impl Filesystem for PlyFs {
                 match self
                     .ovl
                     .node(id)
-                    .and_then(|n| inode::getattr(&self.ovl, &n))
+                    .and_then(|n| Ok((inode::getattr(&self.ovl, &n)?, n.generation)))
                 {
-                    Ok(attr) => reply.add(
+                    Ok((attr, generation)) => reply.add(
                         INodeNo(id),
                         off,
                         &e.name,
                         &self.ovl.timeout,
                         &attr,
-                        Generation(0),
+                        Generation(generation.into()),
                     ),
                     Err(_) => continue,
                 }
@@ -361,7 +398,7 @@ impl Filesystem for PlyFs {
                             &e.name,
                             &self.ovl.timeout,
                             &attr,
-                            Generation(0),
+                            Generation(child.generation.into()),
                         );
                         if full {
                             // Not sent: the kernel will not count this lookup.
@@ -590,7 +627,7 @@ impl Filesystem for PlyFs {
             Some(b) => reply.created_passthrough(
                 &self.ovl.timeout,
                 &attr,
-                Generation(0),
+                Generation(node.generation.into()),
                 FileHandle(fh),
                 fopen,
                 &b,
@@ -598,7 +635,7 @@ impl Filesystem for PlyFs {
             None => reply.created(
                 &self.ovl.timeout,
                 &attr,
-                Generation(0),
+                Generation(node.generation.into()),
                 FileHandle(fh),
                 fopen,
             ),
@@ -645,6 +682,9 @@ impl Filesystem for PlyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if let (true, Some(record)) = (self.ovl.fsync, &self.ovl.record) {
+            record.sync();
+        }
         let res = self.ovl.node(ino.0).and_then(|n| {
             let reals = n.reals();
             match (self.ovl.fsync, reals[0].dir_fd()) {

@@ -19,6 +19,8 @@ pub mod origin;
 pub mod ovl;
 pub mod readdir;
 pub mod realops;
+pub mod reconnect;
+pub mod record;
 pub mod sys;
 pub mod work;
 pub mod xattr;

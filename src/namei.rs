@@ -354,13 +354,24 @@ pub fn lookup(
     let merged = found.kind == FileType::Directory && found.reals.len() > 1;
     let mut attr = inode::attr(id, &found.stat, merged);
     attr.nlink = inode::nlink(ovl, &found.reals[0], &found.stat, merged);
-    let node = ovl.nodes.intern(Node::new(
-        id,
-        found.kind,
-        found.reals,
-        parent.id,
-        cname(name)?,
-    ));
+    let mut node = Node::new(id, found.kind, Vec::new(), parent.id, cname(name)?);
+    match ovl.nodes.get(id) {
+        // Known: only a new directory for a non-directory needs recording.
+        Some(known) => {
+            if found.kind != FileType::Directory && known.parent() != parent.id {
+                if let Some(record) = &ovl.record {
+                    record.found_in(id, parent.id);
+                }
+            }
+            node.generation = known.generation;
+        }
+        None => {
+            node.generation =
+                crate::export::note_lookup(ovl, id, found.kind, &found.reals, parent.id)
+        }
+    }
+    node.set_reals(found.reals);
+    let node = ovl.nodes.intern(node);
     Ok(Some((node, attr)))
 }
 

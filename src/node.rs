@@ -6,7 +6,8 @@
 //! of directories the kernel holds, not files. A non-directory has exactly one real
 //! object (the topmost); a directory has one per layer it merges, cut after the first opaque
 //! one. The `reals` lock is only held to clone the `Arc` (never across a system call). Lock
-//! order: node table, then a node's locks; a node's locks are leaves.
+//! order: a directory's `names` lock (two of them in node id order), then the node table, then
+//! a node's other locks, which are leaves.
 
 use fuser::FileType;
 use nix::fcntl::AtFlags;
@@ -90,6 +91,15 @@ pub struct Node {
     pub copy_up_lock: Mutex<()>,
     /// The FUSE passthrough backing id shared by the node's open files.
     pub backing: crate::file::Backing,
+    /// The generation the kernel gets with the id (`export.rs`); fixed for the node's life.
+    pub generation: u32,
+    /// A directory's version: bumped by every rename and removal in it, so a walk that
+    /// reconnects a directory (`reconnect.rs`) sees that a name it followed may have moved.
+    pub version: AtomicU64,
+    /// A directory's name lock: renames in it hold it exclusively, a reconnecting walk holds
+    /// it shared while it looks a name up in it and checks what it found. Held across real
+    /// system calls (never calls into the mount itself); see the lock order above.
+    pub names: RwLock<()>,
 }
 
 impl Node {
@@ -102,7 +112,16 @@ impl Node {
             link: Mutex::new(Link { parent, name }),
             copy_up_lock: Mutex::new(()),
             backing: Default::default(),
+            generation: 0,
+            version: AtomicU64::new(0),
+            names: RwLock::new(()),
         }
+    }
+
+    /// Notes a change of the names in this directory.
+    pub fn bump_version(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The real objects, topmost first.

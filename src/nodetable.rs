@@ -46,6 +46,15 @@ impl NodeTable {
         self.read().get(&id).cloned()
     }
 
+    /// The node of `id` with one more lookup count (the caller's to drop), if it is in the
+    /// table.
+    pub fn hold(&self, id: u64) -> Option<Arc<Node>> {
+        let nodes = self.read();
+        let node = nodes.get(&id)?;
+        node.lookups.fetch_add(1, Ordering::AcqRel);
+        Some(node.clone())
+    }
+
     /// Inserts the root with a count that never drops to 0.
     pub fn insert_root(&self, node: Node) {
         node.lookups.store(1 << 62, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 use anyhow::{Context, Result};
 use fuser::{Errno, FileType};
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,6 +88,41 @@ pub struct Ovl {
     pub fsync: bool,
     /// FUSE passthrough was granted by the kernel and still works.
     pub passthrough: AtomicBool,
+    /// The export record, when NFS export is on (`record.rs`).
+    pub record: Option<crate::record::Record>,
+    /// The rename sequence: odd while a rename is under way, bumped before and after it, so a
+    /// reconnecting walk (`reconnect.rs`) tells a racing rename from a gone directory.
+    pub renames: AtomicU64,
+}
+
+/// Whether NFS export can and should be on: it needs `open_by_handle_at` (root, i.e.
+/// `CAP_DAC_READ_SEARCH`) and file handles on every layer. On by default where it works;
+/// `nfs_export=on` where it cannot work is an error, `nfs_export=off` turns it off.
+fn export_on(cfg: &Config, layers: &Layers) -> Result<bool> {
+    if cfg.nfs_export == Some(false) {
+        return Ok(false);
+    }
+    let why_not = if !nix::unistd::geteuid().is_root() {
+        Some("file handles need root (CAP_DAC_READ_SEARCH)".to_string())
+    } else {
+        layers.all.iter().find_map(|l| {
+            let fd = l.handle_fd.as_ref()?;
+            let res =
+                crate::sys::handle::name_to_handle_at(fd.as_fd(), c"", 0).and_then(|(h, _)| {
+                    crate::sys::handle::open_by_handle_at(fd.as_fd(), &h, libc::O_PATH)
+                });
+            res.err()
+                .map(|e| format!("layer '{}' has no file handles: {e}", l.path.display()))
+        })
+    };
+    match (why_not, cfg.nfs_export) {
+        (None, _) => Ok(true),
+        (Some(why), Some(true)) => anyhow::bail!("nfs_export=on: {why}"),
+        (Some(why), _) => {
+            tracing::info!("nfs_export is off: {why}");
+            Ok(false)
+        }
+    }
 }
 
 impl Ovl {
@@ -135,6 +171,14 @@ impl Ovl {
             (Some(w), Some(_)) if index_on => Some(Arc::new(crate::work::open_index(w)?)),
             _ => None,
         };
+        let record = match export_on(cfg, &layers)? {
+            true => {
+                let fs_count = layers.all.iter().map(|l| l.fs_index).max().unwrap_or(0) + 1;
+                let dir = work.as_ref().and(cfg.work.as_deref());
+                Some(crate::record::Record::open(dir, fs_count.into())?)
+            }
+            false => None,
+        };
         let nodes = NodeTable::default();
         nodes.insert_root(Node::new(
             ROOT_ID,
@@ -162,7 +206,14 @@ impl Ovl {
             uuids,
             fsync: cfg.fsync && !cfg.volatile,
             passthrough: AtomicBool::new(false),
+            record,
+            renames: AtomicU64::new(0),
         })
+    }
+
+    /// Whether NFS export (persistent FUSE file handles) is on.
+    pub fn exporting(&self) -> bool {
+        self.record.is_some()
     }
 
     /// The work dir of a writable mount.

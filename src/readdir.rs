@@ -247,6 +247,10 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
             Some((layer, ino)) if !upper_dir_opaque(ovl, &reals[0], &name)? => {
                 ovl.id_of(layer, ino)
             }
+            // An upper entry may be a copy: its id is its origin's, as lookup says.
+            _ if ovl.layers.is_upper(slot.layer) => {
+                entry_id(ovl, &reals[0], impure, &name, slot.ino)
+            }
             _ => ovl.id_of(slot.layer, slot.ino),
         };
         out.push(Entry {

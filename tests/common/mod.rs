@@ -342,7 +342,17 @@ impl PlyMount {
     /// Runs plyfs with `args` (which must mount on `mnt`), asserts it exits 0 and the mount is
     /// live.
     pub fn with_args<S: AsRef<OsStr>>(args: &[S], mnt: &Path) -> PlyMount {
-        let out = run_plyfs(args);
+        PlyMount::with_env(args, mnt, &[])
+    }
+
+    /// As `with_args`, with extra environment variables for plyfs (e.g. `PLYFS_LOG`).
+    pub fn with_env<S: AsRef<OsStr>>(args: &[S], mnt: &Path, env: &[(&str, &OsStr)]) -> PlyMount {
+        let mut cmd = Command::new(PLYFS);
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run_bounded(&mut cmd, Duration::from_secs(20));
         let mounted = is_mounted(mnt);
         let pids = pids_with_arg(mnt);
         let m = PlyMount {

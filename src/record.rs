@@ -1,0 +1,266 @@
+//! The export record: what plyfs needs to find an object again from nothing but its node id,
+//! after the kernel forgot it and after a restart (`LOOKUP(id, ".")`, see `reconnect.rs`).
+//!
+//! Layout: one file per filesystem under the layers, `W/plyfs-export/fs<N>`, holding a 64-byte
+//! slot per inode number of that filesystem at offset `ino * 64` (a sparse file: untouched
+//! slots cost no disk). A node id packs (filesystem, inode number) (`export.rs`), so its slot is
+//! found without any index. A slot says, for a directory, which real directory places it in the
+//! merged tree now (a real file handle of its topmost real directory: the upper one once it was
+//! copied up), and for a non-directory, the last two directories it was found in (its name there
+//! is found again by listing them and matching `d_ino`, as the kernel does for directories).
+//!
+//! Invariants: a slot is written with one `pwrite` (64 bytes, inside one page) before the id it
+//! describes is handed to the kernel, and before a rename moves the object, so a `kill -9` at
+//! any moment leaves every handed-out id resolvable (the data is in the page cache; `sync` makes
+//! it durable against a power loss, which `destroy` and `fsync` requests do). A slot is only a
+//! hint: whatever it leads to is checked against the id (`reconnect.rs`), so a stale or torn
+//! slot gives ESTALE, never another object. Without a work dir (a read-only mount) the record
+//! lives in a memfd: ids survive the kernel forgetting them, not a restart. No lock: positional
+//! reads and writes of whole slots.
+
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::sys::handle::FileHandle;
+
+const SLOT: u64 = 64;
+const MAGIC: &[u8; 4] = b"PLY1";
+const KIND_DIR: u8 = 1;
+const KIND_OTHER: u8 = 2;
+/// The longest real handle a slot holds (ext4 and xfs use 8 or 12 bytes, btrfs 20, tmpfs 12).
+pub const MAX_HANDLE: usize = 32;
+const FS_SHIFT: u32 = 56;
+
+/// What the record knows of one node id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A directory: the real directory that places it, on filesystem `fs`.
+    Dir { fs: u8, handle: FileHandle },
+    /// A non-directory: the directories it was last found in, newest first (0 = none).
+    Other { parents: [u64; 2] },
+}
+
+impl Entry {
+    fn encode(&self) -> Option<[u8; SLOT as usize]> {
+        let mut s = [0u8; SLOT as usize];
+        s[..4].copy_from_slice(MAGIC);
+        match self {
+            Entry::Dir { fs, handle } => {
+                if handle.bytes.len() > MAX_HANDLE {
+                    return None;
+                }
+                s[4] = KIND_DIR;
+                s[5] = *fs;
+                s[6] = handle.bytes.len() as u8;
+                s[8..12].copy_from_slice(&handle.handle_type.to_le_bytes());
+                s[32..32 + handle.bytes.len()].copy_from_slice(&handle.bytes);
+            }
+            Entry::Other { parents } => {
+                s[4] = KIND_OTHER;
+                s[16..24].copy_from_slice(&parents[0].to_le_bytes());
+                s[24..32].copy_from_slice(&parents[1].to_le_bytes());
+            }
+        }
+        Some(s)
+    }
+
+    fn decode(s: &[u8; SLOT as usize]) -> Option<Entry> {
+        if &s[..4] != MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        match s[4] {
+            KIND_DIR => {
+                let len = usize::from(s[6]);
+                if len > MAX_HANDLE {
+                    return None;
+                }
+                Some(Entry::Dir {
+                    fs: s[5],
+                    handle: FileHandle {
+                        handle_type: i32::from_le_bytes(s[8..12].try_into().expect("4 bytes")),
+                        bytes: s[32..32 + len].to_vec(),
+                    },
+                })
+            }
+            KIND_OTHER => Some(Entry::Other {
+                parents: [u64_at(16), u64_at(24)],
+            }),
+            _ => None,
+        }
+    }
+}
+
+pub struct Record {
+    /// One slot file per filesystem index.
+    files: Vec<File>,
+}
+
+impl Record {
+    /// Opens (making them if needed) the slot files of `fs_count` filesystems under
+    /// `workdir/plyfs-export`, or memfds when there is no work dir.
+    pub fn open(workdir: Option<&Path>, fs_count: usize) -> Result<Record> {
+        let mut files = Vec::with_capacity(fs_count);
+        match workdir {
+            Some(w) => {
+                let dir = w.join("plyfs-export");
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot make '{}'", dir.display()))
+                    }
+                }
+                for fs in 0..fs_count {
+                    let path = dir.join(format!("fs{fs}"));
+                    let f = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)
+                        .with_context(|| format!("cannot open '{}'", path.display()))?;
+                    files.push(f);
+                }
+            }
+            None => {
+                for fs in 0..fs_count {
+                    let fd = nix::sys::memfd::memfd_create(
+                        format!("plyfs-export-fs{fs}").as_str(),
+                        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+                    )
+                    .context("cannot make the in-memory export record")?;
+                    files.push(File::from(fd));
+                }
+            }
+        }
+        Ok(Record { files })
+    }
+
+    /// The slot file and offset of `id`, `None` for ids that are not packed (the root, the
+    /// allocated range) or whose slot lies past what the file can hold.
+    fn place(&self, id: u64) -> Option<(&File, u64)> {
+        let fs = usize::try_from(id >> FS_SHIFT).ok()?;
+        let ino = id & ((1 << FS_SHIFT) - 1);
+        let file = self.files.get(fs)?;
+        Some((file, ino.checked_mul(SLOT)?))
+    }
+
+    pub fn get(&self, id: u64) -> Option<Entry> {
+        let (file, at) = self.place(id)?;
+        let mut s = [0u8; SLOT as usize];
+        file.read_exact_at(&mut s, at).ok()?;
+        Entry::decode(&s)
+    }
+
+    /// Writes `entry` for `id` unless the slot already says so.
+    pub fn put(&self, id: u64, entry: &Entry) {
+        let Some((file, at)) = self.place(id) else {
+            return;
+        };
+        if self.get(id).as_ref() == Some(entry) {
+            return;
+        }
+        let Some(s) = entry.encode() else {
+            tracing::warn!(id, "real file handle too long for the export record");
+            return;
+        };
+        if let Err(e) = file.write_all_at(&s, at) {
+            tracing::warn!(id, %e, "cannot write the export record: this id will not decode");
+        }
+    }
+
+    /// Notes that non-directory `id` was found in directory `parent` (kept as the newest of
+    /// its two parents).
+    pub fn found_in(&self, id: u64, parent: u64) {
+        let parents = match self.get(id) {
+            Some(Entry::Other { parents }) if parents[0] == parent => return,
+            Some(Entry::Other { parents }) => [parent, parents[0]],
+            _ => [parent, 0],
+        };
+        self.put(id, &Entry::Other { parents });
+    }
+
+    /// Before non-directory `id` moves from `from` to `to`: both stay hints until the next
+    /// lookup, so a crash in the middle of the rename leaves it findable.
+    pub fn moving(&self, id: u64, from: u64, to: u64) {
+        self.put(
+            id,
+            &Entry::Other {
+                parents: [to, from],
+            },
+        );
+    }
+
+    /// Makes the record durable.
+    pub fn sync(&self) {
+        for f in &self.files {
+            let _ = f.sync_data();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip_and_persist() {
+        let dir = std::env::temp_dir().join(format!("plyfs-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let handle = FileHandle {
+            handle_type: 1,
+            bytes: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        };
+        let dir_id = (1 << FS_SHIFT) | 4242;
+        {
+            let r = Record::open(Some(&dir), 2).unwrap();
+            assert_eq!(r.get(dir_id), None, "never written");
+            r.put(
+                dir_id,
+                &Entry::Dir {
+                    fs: 0,
+                    handle: handle.clone(),
+                },
+            );
+            r.found_in(77, 12);
+            r.found_in(77, 12);
+            assert_eq!(r.get(77), Some(Entry::Other { parents: [12, 0] }));
+            r.found_in(77, 13);
+            assert_eq!(r.get(77), Some(Entry::Other { parents: [13, 12] }));
+            r.moving(77, 13, 14);
+            assert_eq!(r.get(77), Some(Entry::Other { parents: [14, 13] }));
+        }
+        let r = Record::open(Some(&dir), 2).unwrap();
+        assert_eq!(r.get(dir_id), Some(Entry::Dir { fs: 0, handle }));
+        assert_eq!(r.get(77), Some(Entry::Other { parents: [14, 13] }));
+        assert_eq!(r.get(78), None, "a neighbour slot stays empty");
+        assert_eq!(r.get(5 << FS_SHIFT | 1), None, "unknown filesystem");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn garbage_slots_are_ignored() {
+        let r = Record::open(None, 1).unwrap();
+        r.files[0].write_all_at(&[0xff; 64], 9 * SLOT).unwrap();
+        assert_eq!(r.get(9), None);
+        let long = FileHandle {
+            handle_type: 1,
+            bytes: vec![0; MAX_HANDLE + 1],
+        };
+        r.put(
+            10,
+            &Entry::Dir {
+                fs: 0,
+                handle: long,
+            },
+        );
+        assert_eq!(
+            r.get(10),
+            None,
+            "a handle that does not fit is not recorded"
+        );
+    }
+}
