@@ -114,33 +114,35 @@ fn handle_of(real: &Real) -> Option<FileHandle> {
 
 /// For a node about to be handed out for the first time (or found in a new directory): writes
 /// what the export record needs to find it again, and returns its generation. `id` came from
-/// `reals` by the origin rule; the generation is that of the real object the id names (the
-/// topmost, the topmost lower of a merged directory, or the `overlay.origin` of a copy).
-/// Without export it does nothing and the generation is 0.
-pub fn note_lookup(ovl: &Ovl, id: u64, kind: FileType, reals: &[Real], parent: u64) -> u32 {
+/// `reals` by the origin rule. Only an id that names an upper object gets a generation (that of
+/// its real handle): inode numbers are reused only in the upper layer, as lower layers do not
+/// change under a mount, so an id that names a lower object (a lower or copied-up object) has
+/// generation 0, which saves a system call per lookup. Without export it does nothing.
+pub fn note_lookup(
+    ovl: &Ovl,
+    id: u64,
+    kind: FileType,
+    reals: &[Real],
+    parent: u64,
+    nlink: u64,
+) -> u32 {
     let Some(record) = &ovl.record else {
         return 0;
     };
-    let top = handle_of(&reals[0]);
-    let named = |r: &Real| ovl.id_of(r.layer, r.ino) == id;
-    let id_handle = if named(&reals[0]) {
-        top.clone()
-    } else if reals.len() > 1 && named(&reals[1]) {
-        handle_of(&reals[1])
-    } else {
-        let (dir, name) = reals[0].at();
-        crate::xattr::read_small(dir, name, &ovl.xattrs.origin)
-            .ok()
-            .flatten()
-            .and_then(|v| Origin::decode(&v).ok())
-            .map(|o| o.file_handle())
-    };
+    let names_top =
+        ovl.layers.is_upper(reals[0].layer) && ovl.id_of(reals[0].layer, reals[0].ino) == id;
+    let top = (names_top || kind == FileType::Directory)
+        .then(|| handle_of(&reals[0]))
+        .flatten();
     if kind == FileType::Directory {
-        note_dir(ovl, id, &reals[0], top);
+        note_dir(ovl, id, &reals[0], top.clone());
     } else {
-        record.found_in(id, parent);
+        record.found_in(id, parent, nlink);
     }
-    id_handle.as_ref().map(generation_of).unwrap_or(0)
+    match (names_top, top) {
+        (true, Some(h)) => generation_of(&h),
+        _ => 0,
+    }
 }
 
 /// Records that directory `id` is placed by real directory `top` (its topmost real object).

@@ -360,14 +360,20 @@ pub fn lookup(
         Some(known) => {
             if found.kind != FileType::Directory && known.parent() != parent.id {
                 if let Some(record) = &ovl.record {
-                    record.found_in(id, parent.id);
+                    record.found_in(id, parent.id, found.stat.st_nlink);
                 }
             }
             node.generation = known.generation;
         }
         None => {
-            node.generation =
-                crate::export::note_lookup(ovl, id, found.kind, &found.reals, parent.id)
+            node.generation = crate::export::note_lookup(
+                ovl,
+                id,
+                found.kind,
+                &found.reals,
+                parent.id,
+                found.stat.st_nlink,
+            )
         }
     }
     node.set_reals(found.reals);

@@ -155,14 +155,11 @@ impl Record {
         Entry::decode(&s)
     }
 
-    /// Writes `entry` for `id` unless the slot already says so.
+    /// Writes `entry` for `id` (one `pwrite`, whatever the slot held).
     pub fn put(&self, id: u64, entry: &Entry) {
         let Some((file, at)) = self.place(id) else {
             return;
         };
-        if self.get(id).as_ref() == Some(entry) {
-            return;
-        }
         let Some(s) = entry.encode() else {
             tracing::warn!(id, "real file handle too long for the export record");
             return;
@@ -172,13 +169,18 @@ impl Record {
         }
     }
 
-    /// Notes that non-directory `id` was found in directory `parent` (kept as the newest of
-    /// its two parents).
-    pub fn found_in(&self, id: u64, parent: u64) {
-        let parents = match self.get(id) {
-            Some(Entry::Other { parents }) if parents[0] == parent => return,
-            Some(Entry::Other { parents }) => [parent, parents[0]],
-            _ => [parent, 0],
+    /// Notes that non-directory `id` was found in directory `parent`. With one link, that is
+    /// its only directory (one blind write: the common case costs one system call); with
+    /// more, `parent` becomes the newest of the two kept.
+    pub fn found_in(&self, id: u64, parent: u64, nlink: u64) {
+        let parents = if nlink <= 1 {
+            [parent, 0]
+        } else {
+            match self.get(id) {
+                Some(Entry::Other { parents }) if parents[0] == parent => return,
+                Some(Entry::Other { parents }) => [parent, parents[0]],
+                _ => [parent, 0],
+            }
         };
         self.put(id, &Entry::Other { parents });
     }
@@ -225,11 +227,18 @@ mod tests {
                     handle: handle.clone(),
                 },
             );
-            r.found_in(77, 12);
-            r.found_in(77, 12);
+            r.found_in(77, 12, 2);
+            r.found_in(77, 12, 2);
             assert_eq!(r.get(77), Some(Entry::Other { parents: [12, 0] }));
-            r.found_in(77, 13);
+            r.found_in(77, 13, 2);
             assert_eq!(r.get(77), Some(Entry::Other { parents: [13, 12] }));
+            r.found_in(77, 13, 1);
+            assert_eq!(
+                r.get(77),
+                Some(Entry::Other { parents: [13, 0] }),
+                "one link"
+            );
+            r.found_in(77, 12, 2);
             r.moving(77, 13, 14);
             assert_eq!(r.get(77), Some(Entry::Other { parents: [14, 13] }));
         }
