@@ -265,10 +265,11 @@ fn remove_upper(ovl: &Ovl, udir: BorrowedFd, name: &CStr, is_dir: bool) -> OResu
 }
 
 /// Before name `cname` of upper directory `udir` goes away: if it is a non-directory with other
-/// links, an `O_PATH` fd to keep reaching it.
-fn hold_other_links(udir: BorrowedFd, cname: &CStr) -> Option<OwnedFd> {
+/// links, or one the kernel still holds (`in_use`: an open file can still be fstat'ed,
+/// fchmod'ed and truncated after its last name went away), an `O_PATH` fd to keep reaching it.
+fn hold_other_links(udir: BorrowedFd, cname: &CStr, in_use: bool) -> Option<OwnedFd> {
     let st = nix::sys::stat::fstatat(udir, cname, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
-    if st.st_nlink < 2 || st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+    if (st.st_nlink < 2 && !in_use) || st.st_mode & libc::S_IFMT == libc::S_IFDIR {
         return None;
     }
     nix::fcntl::openat(
@@ -328,7 +329,7 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
     let in_upper = ovl.layers.is_upper(found.reals[0].layer);
     let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
     let held = if in_upper && !dir && !found.reals[0].alias {
-        hold_other_links(udir.as_fd(), &cname)
+        hold_other_links(udir.as_fd(), &cname, node.is_some())
     } else {
         None
     };
@@ -555,7 +556,7 @@ fn rename_nodes(
     let dst_entry = namei::upper_entry(ovl, nd.as_fd(), &cnew)?;
     let dst_held = match dst {
         Some(d) if d.kind != FileType::Directory && dst_entry == UpperEntry::Object => {
-            hold_other_links(nd.as_fd(), &cnew)
+            hold_other_links(nd.as_fd(), &cnew, true)
         }
         _ => None,
     };

@@ -159,6 +159,17 @@ pub fn setattr(
     if a.atime.is_some() || a.mtime.is_some() {
         realops::utimens(dir, name, &timespec(a.atime), &timespec(a.mtime)).map_err(errno)?;
     }
+    let nothing = a.uid.is_none()
+        && a.gid.is_none()
+        && a.mode.is_none()
+        && a.size.is_none()
+        && a.atime.is_none()
+        && a.mtime.is_none();
+    if nothing {
+        // `chown(f, -1, -1)` comes as an empty SETATTR; it still changes ctime (as the
+        // kernel's overlay passes it to the upper file).
+        realops::chown(dir, name, None, None).map_err(errno)?;
+    }
     getattr(ovl, node)
 }
 

@@ -838,3 +838,70 @@ fn reader_open_across_copy_up() {
     assert_eq!(seen[1], seen[0], "plyfs vs kernel");
     assert_eq!(seen[1].1, b"changed\n", "the reader sees the new data");
 }
+
+/// An open file whose last name went away (pjdfstest unlink/14): fstat, fchmod, fchown and
+/// ftruncate still work on it, for a file made in the upper layer and for a lower one copied up
+/// by its open; and `chown(f, -1, -1)` still changes ctime (pjdfstest chown/00). As the kernel.
+#[test]
+fn open_unlinked_files_and_empty_chown() {
+    let test = "open_unlinked_files_and_empty_chown";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    for kernel in [true, false] {
+        let l = Layers::build("demo", &[]);
+        let (km, pm);
+        let mnt = if kernel {
+            km = KernelMount::new(&kopts(&l));
+            km.mnt.clone()
+        } else {
+            pm = PlyMount::new(&l.opts);
+            pm.mnt.clone()
+        };
+        let mut got = Vec::new();
+        fs::write(mnt.join("new"), b"new file\n").unwrap();
+        for name in ["new", "etc/hostname"] {
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(mnt.join(name))
+                .unwrap();
+            fs::remove_file(mnt.join(name)).unwrap();
+            let r = |e: nix::Result<()>| e.map_err(|e| e as i32);
+            let st = f.metadata().map_err(|e| e.raw_os_error());
+            got.push(format!("{name}: fstat {:?}", st.map(|m| m.nlink())));
+            let fchmod =
+                nix::sys::stat::fchmod(f.as_fd(), nix::sys::stat::Mode::from_bits_truncate(0o600));
+            got.push(format!("{name}: fchmod {:?}", r(fchmod)));
+            let fchown =
+                nix::unistd::fchown(f.as_fd(), Some(nix::unistd::Uid::from_raw(65534)), None);
+            got.push(format!("{name}: fchown {:?}", r(fchown)));
+            got.push(format!(
+                "{name}: ftruncate {:?}",
+                r(nix::unistd::ftruncate(f.as_fd(), 3))
+            ));
+            let st = f.metadata().map_err(|e| e.raw_os_error());
+            got.push(format!(
+                "{name}: after {:?}",
+                st.map(|m| (m.nlink(), m.mode() & 0o777, m.uid(), m.len()))
+            ));
+        }
+        fs::write(mnt.join("owned"), b"x").unwrap();
+        let before = fs::metadata(mnt.join("owned")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        nix::unistd::chown(&mnt.join("owned"), None, None).unwrap();
+        let after = fs::metadata(mnt.join("owned")).unwrap();
+        got.push(format!(
+            "chown -1 -1 changes ctime: {}",
+            (after.ctime(), after.ctime_nsec()) != (before.ctime(), before.ctime_nsec())
+        ));
+        seen.push(got);
+    }
+    assert_eq!(seen[1], seen[0], "plyfs vs kernel");
+    assert!(seen[0]
+        .iter()
+        .any(|l| l == "chown -1 -1 changes ctime: true"));
+}
