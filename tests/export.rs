@@ -438,3 +438,36 @@ fn decodes_racing_ancestor_renames() {
     d3.check(&s.mnt, "after the race");
     m.unmount();
 }
+
+/// A lowerdir-only mount keeps its record in memory: handles decode after the kernel forgot
+/// them. With `nfs_export=off` they do not (the kernel has no way to ask), as the option says.
+#[test]
+fn read_only_mounts_decode_and_export_off_does_not() {
+    if !require_root_and_fuse("read_only_mounts_decode_and_export_off_does_not") {
+        return;
+    }
+    let s = Setup::new();
+    let lower = s._tmp.join("lower");
+    for (opts, decodes) in [
+        (format!("lowerdir={}", lower.display()), true),
+        (format!("{},nfs_export=off", s.opts), false),
+    ] {
+        let m = PlyMount::with_env(
+            &[OsStr::new("-o"), OsStr::new(&opts), s.mnt.as_os_str()],
+            &s.mnt,
+            &[],
+        );
+        let d3 = Obj::take("d3", &s.p("d1/d2/d3"));
+        let f = Obj::take("f", &s.p("d1/d2/d3/f"));
+        d3.check(&s.mnt, &opts);
+        for o in [&d3, &f] {
+            drop_caches();
+            match decode(&s.mnt, &o.handle) {
+                Ok(_) if decodes => o.check(&s.mnt, &opts),
+                Err(e) if !decodes && e.raw_os_error() == Some(libc::ESTALE) => {}
+                other => panic!("{opts}: {} decoded to {other:?}", o.name),
+            }
+        }
+        m.unmount();
+    }
+}
