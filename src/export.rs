@@ -5,7 +5,17 @@
 //! topmost lower for a merged directory, the real object itself otherwise) packed as
 //! `fs_index << 56 | inode number`, so the same object gets the same id after a remount and no
 //! two objects share one. Root is always id 1. An inode number that does not fit (or that would
-//! be 0 or 1) gets an id from the allocated range (bit 63 set), handed out by the node table.
+//! be 0 or 1) gets an id from the allocated range (bit 63 set), handed out by the node table;
+//! those live in memory only, so their handles do not survive a restart.
+//!
+//! Generation: 0 for an id that names a lower object (lower layers do not reuse inode numbers
+//! under a mount), else the upper object's `i_generation` as its real file handle carries it
+//! (`generation_of`). With the id it makes the FUSE file handle; the kernel compares it after
+//! `LOOKUP(id, ".")`, so the handle of a deleted upper object whose inode number was reused is
+//! ESTALE. Why not `FS_IOC_GETVERSION`: it needs an open fd, and plyfs holds `O_PATH` fds.
+//!
+//! Finding an object from its id alone is `reconnect.rs`, from the record `record.rs` keeps;
+//! `note_lookup` writes that record as ids are handed out.
 //!
 //! Invariant: `pack` is a pure function of (filesystem index, inode number); ids it returns never
 //! have bit 63 set, so they cannot collide with allocated ids.
