@@ -471,3 +471,49 @@ fn read_only_mounts_decode_and_export_off_does_not() {
         m.unmount();
     }
 }
+
+/// An upper inode number reused by a new file: the old handle is ESTALE (its generation no
+/// longer matches), the new file's handle decodes to the new file.
+#[test]
+fn reused_inode_numbers_get_a_new_generation() {
+    if !require_root_and_fuse("reused_inode_numbers_get_a_new_generation") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.mount();
+    fs::create_dir(s.p("dir")).unwrap();
+    fs::write(s.p("dir/old"), "old\n").unwrap();
+    let old = Obj::take("old", &s.p("dir/old"));
+    fs::remove_file(s.p("dir/old")).unwrap();
+    let mut reused = None;
+    for i in 0..50 {
+        let p = s.p(&format!("dir/new{i}"));
+        fs::write(&p, "new\n").unwrap();
+        if fs::metadata(&p).unwrap().ino() == old.ino {
+            reused = Some(p);
+            break;
+        }
+    }
+    let Some(p) = reused else {
+        eprintln!(
+            "SKIP part: ext4 did not reuse inode {} in 50 creates",
+            old.ino
+        );
+        drop_caches();
+        old.check_stale(&s.mnt, "deleted, not reused");
+        m.unmount();
+        return;
+    };
+    let new = Obj::take("new file on the reused inode number", &p);
+    assert_eq!(new.ino, old.ino);
+    assert_ne!(new.handle, old.handle, "the generation tells them apart");
+    for o in [&old, &new] {
+        drop_caches();
+        if std::ptr::eq(o, &old) {
+            o.check_stale(&s.mnt, "reused inode number");
+        } else {
+            o.check(&s.mnt, "reused inode number");
+        }
+    }
+    m.unmount();
+}
