@@ -517,3 +517,122 @@ fn reused_inode_numbers_get_a_new_generation() {
     }
     m.unmount();
 }
+
+/// A FUSE file handle (`fuse_encode_fh`: node id high and low words, generation; type 0x81).
+fn fuse_handle(id: u64, generation: u32) -> FileHandle {
+    let words = [(id >> 32) as u32, id as u32, generation];
+    FileHandle {
+        handle_type: 0x81,
+        bytes: words.iter().flat_map(|w| w.to_ne_bytes()).collect(),
+    }
+}
+
+/// Hostile handles (random ids and generations, ids next to real ones, real ids with wrong
+/// generations, deleted objects) and a scribbled-over export record: every decode is ESTALE
+/// (or another errno the kernel gives for a malformed handle) or the very object the id names,
+/// never another one; the daemon survives all of it.
+#[test]
+fn hostile_handles_give_estale_or_the_right_object() {
+    if !require_root_and_fuse("hostile_handles_give_estale_or_the_right_object") {
+        return;
+    }
+    let s = Setup::new();
+    let m = s.mount();
+    fs::create_dir_all(s.p("up/a/b")).unwrap();
+    for i in 0..20 {
+        fs::write(s.p(&format!("up/a/b/f{i}")), format!("{i}\n")).unwrap();
+    }
+    fs::write(s.p("d1/lf"), "copied up\n").unwrap();
+    let deleted = Obj::take("deleted", &s.p("up/a/b/f0"));
+    fs::remove_file(s.p("up/a/b/f0")).unwrap();
+    let tree = walk(&s.mnt);
+    let real: Vec<(u64, FileHandle)> = tree
+        .keys()
+        .map(|rel| (tree[rel].ino, handle(&s.mnt.join(rel))))
+        .collect();
+    m.unmount();
+
+    // Scribble over the record slots of some real ids (and the rest of the file stays).
+    let record = s._tmp.join("work/plyfs-export/fs0");
+    let f = fs::OpenOptions::new().write(true).open(&record).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    use std::os::unix::fs::FileExt;
+    let mut scribbled = Vec::new();
+    for (i, (ino, _)) in real.iter().enumerate() {
+        if i % 3 == 0 {
+            let junk: Vec<u8> = (0..64).map(|_| next() as u8).collect();
+            f.write_at(&junk, ino * 64).unwrap();
+            scribbled.push(*ino);
+        } else if i % 3 == 1 {
+            // A well-formed slot that points elsewhere: magic, directory, a handle of the root.
+            let mut slot = [0u8; 64];
+            slot[..4].copy_from_slice(b"PLY1");
+            slot[4] = if next() % 2 == 0 { 1 } else { 2 };
+            slot[16..24].copy_from_slice(&(next() % 4096).to_le_bytes());
+            f.write_at(&slot, ino * 64).unwrap();
+        }
+    }
+    drop(f);
+
+    let m = s.mount();
+    let by_ino: std::collections::HashMap<u64, &PathBuf> =
+        tree.iter().map(|(p, ids)| (ids.ino, p)).collect();
+    let mut handles: Vec<FileHandle> = Vec::new();
+    for (ino, h) in &real {
+        handles.push(h.clone());
+        let gen = u32::from_ne_bytes(h.bytes[8..12].try_into().unwrap());
+        handles.push(fuse_handle(*ino, gen.wrapping_add(1)));
+        handles.push(fuse_handle(ino + 1, gen));
+        handles.push(fuse_handle(ino.wrapping_sub(1), 0));
+        handles.push(fuse_handle(ino | 1 << 63, gen));
+    }
+    handles.push(deleted.handle.clone());
+    for _ in 0..1500 {
+        let id = match next() % 4 {
+            0 => next(),
+            1 => next() % 100_000_000,
+            2 => ((next() % 4) << 56) | (next() % 20_000_000),
+            _ => 1,
+        };
+        handles.push(fuse_handle(id, next() as u32 % 3));
+    }
+    let (mut ok, mut stale) = (0, 0);
+    for (i, h) in handles.iter().enumerate() {
+        if i % 250 == 0 {
+            drop_caches();
+        }
+        let id = (u64::from(u32::from_ne_bytes(h.bytes[0..4].try_into().unwrap())) << 32)
+            | u64::from(u32::from_ne_bytes(h.bytes[4..8].try_into().unwrap()));
+        match decode(&s.mnt, h) {
+            Ok(f) => {
+                let ino = f.metadata().unwrap().ino();
+                assert_eq!(ino, id, "handle of id {id} decoded to inode {ino}");
+                assert!(
+                    by_ino.contains_key(&ino) || ino == 1,
+                    "id {id} decoded to an object that is not in the tree"
+                );
+                ok += 1;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => stale += 1,
+            Err(e) => panic!("handle of id {id}: {e}"),
+        }
+    }
+    eprintln!(
+        "{} hostile or real handles: {ok} decoded to their own object, {stale} ESTALE ({} slots scribbled)",
+        handles.len(),
+        scribbled.len()
+    );
+    assert!(
+        ok >= real.len() / 3,
+        "real handles with intact slots must decode"
+    );
+    deleted.check_stale(&s.mnt, "after the fuzz");
+    assert!(s.p("up/a/b/f1").exists(), "the daemon still serves");
+    m.unmount();
+}
