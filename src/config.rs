@@ -81,6 +81,8 @@ pub struct Config {
     pub subtype: Option<String>,
     pub kernel_flags: Vec<KernelFlag>,
     pub drop_negative_lower: bool,
+    /// Bound of the daemon's lookup caches (`cache.rs`), in entries.
+    pub cache_entries: usize,
     pub noxattrs: bool,
 }
 
@@ -114,6 +116,7 @@ impl Config {
             subtype: None,
             kernel_flags: Vec::new(),
             drop_negative_lower: false,
+            cache_entries: crate::cache::DEFAULT_ENTRIES,
             noxattrs: false,
         }
     }
@@ -210,6 +213,7 @@ Options:
   volatile, fsync=0|1, squash_to_root, squash_to_uid=N, squash_to_gid=N
   uidmapping=C:H:N[:C:H:N...], gidmapping=...   id mapping (containers-storage form)
   drop_negative_lower    do not keep negative lookups of lower layers
+  cache_entries=N        bound of the daemon's lookup caches, in entries (default 65536)
   allow_other, allow_root, default_permissions, ro, rw, fsname=NAME, subtype=NAME
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime (passed to the kernel)
   -f                     stay in the foreground
@@ -420,6 +424,12 @@ fn apply_option(cfg: &mut Config, opt: &str) -> Result<()> {
             cfg.threads = parse_num(key, need(key, val)?)?;
             if cfg.threads == 0 || cfg.threads > 1024 {
                 bail!("option threads= must be between 1 and 1024");
+            }
+        }
+        "cache_entries" => {
+            cfg.cache_entries = parse_num(key, need(key, val)?)?;
+            if cfg.cache_entries == 0 {
+                bail!("option cache_entries= must be at least 1");
             }
         }
         "drop_negative_lower" => {

@@ -189,6 +189,7 @@ pub fn make(
             return Err(e);
         }
     };
+    parent.bump_version();
     let (node, attr) = namei::lookup(ovl, parent, name)?.ok_or(Errno::EIO)?;
     Ok((node, attr, fd))
 }

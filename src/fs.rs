@@ -25,6 +25,9 @@ pub struct PlyFs {
 }
 
 /// A zeroed attribute for negative entries (node id 0).
+/// The virtual xattr of the mount's root that reads the daemon's cache counters.
+pub const STATS_XATTR: &str = "plyfs.stats";
+
 fn negative_attr() -> FileAttr {
     FileAttr {
         ino: INodeNo(0),
@@ -449,6 +452,10 @@ impl Filesystem for PlyFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // The daemon's counters (cache.rs), on the root only; not listed.
+        if ino.0 == crate::export::ROOT_ID && name == STATS_XATTR {
+            return reply_sized(reply, self.ovl.caches.stats_line().as_bytes(), size);
+        }
         match self.getxattr_value(ino, name) {
             Ok(v) => reply_sized(reply, &v, size),
             Err(e) => reply.error(e),

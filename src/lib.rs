@@ -2,6 +2,7 @@
 //! `main.rs` is the command line and `fs.rs` the FUSE entry points. See DESIGN.md for the map.
 
 pub mod acl;
+pub mod cache;
 pub mod config;
 pub mod copy_up;
 pub mod dir;

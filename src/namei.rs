@@ -18,6 +18,7 @@ use nix::sys::stat::{fstatat, FileStat, SFlag};
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::config::RedirectDir;
@@ -32,6 +33,7 @@ pub const AUFS_OPAQUE: &CStr = c".wh..wh..opq";
 const NAME_MAX: usize = 255;
 
 /// What one layer holds under a name.
+#[derive(Clone, Copy)]
 pub enum Probe {
     Missing,
     Whiteout,
@@ -104,7 +106,7 @@ pub fn lower_positive(ovl: &Ovl, parent: &Node, name: &CStr) -> OResult<bool> {
         .filter(|r| !ovl.layers.is_upper(r.layer))
     {
         let Some(dir) = r.dir_fd() else { continue };
-        match probe(ovl, dir.as_fd(), name)? {
+        match probe_layer(ovl, r.layer, Some(r.ino), dir.as_fd(), name)? {
             Probe::Missing => continue,
             Probe::Whiteout => return Ok(false),
             Probe::Object(_) => return Ok(true),
@@ -155,6 +157,33 @@ pub fn probe(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Probe> {
         return Ok(Probe::Whiteout);
     }
     Ok(Probe::Object(st))
+}
+
+/// `probe` in layer `layer`, whose directory `dir` has inode number `dir_ino` (when known):
+/// answered by the lower-lookup cache where it can (`cache.rs`), and counted.
+fn probe_layer(
+    ovl: &Ovl,
+    layer: usize,
+    dir_ino: Option<u64>,
+    dir: BorrowedFd,
+    name: &CStr,
+) -> OResult<Probe> {
+    if ovl.layers.is_upper(layer) {
+        return probe(ovl, dir, name);
+    }
+    let stats = &ovl.caches.stats;
+    if let Some(ino) = dir_ino {
+        if let Some(hit) = ovl.caches.lower_get(layer, ino, name.to_bytes()) {
+            stats.lower_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+    }
+    stats.lower_probes.fetch_add(1, Ordering::Relaxed);
+    let found = probe(ovl, dir, name)?;
+    if let Some(ino) = dir_ino {
+        ovl.caches.lower_put(layer, ino, name.to_bytes(), found);
+    }
+    Ok(found)
 }
 
 /// The opaque and xwhiteouts marks of directory `name` in `dir` (`fd` is the directory itself).
@@ -228,12 +257,15 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     if is_hidden_name(bytes) {
         return Ok(None);
     }
+    if ovl.caches.known_missing(parent, bytes) {
+        return Ok(None);
+    }
     let cname = CString::new(bytes).map_err(|_| Errno::EINVAL)?;
     let preals = parent.reals();
     let nlayers = ovl.layers.all.len();
-    let mut by_layer: Vec<Option<&Arc<OwnedFd>>> = vec![None; nlayers];
+    let mut by_layer: Vec<Option<(&Arc<OwnedFd>, u64)>> = vec![None; nlayers];
     for r in preals.iter() {
-        by_layer[r.layer] = r.dir_fd();
+        by_layer[r.layer] = r.dir_fd().map(|d| (d, r.ino));
     }
     let mut found: Vec<Real> = Vec::new();
     let mut kind = None;
@@ -243,14 +275,15 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     let first = preals.first().map_or(nlayers, |r| r.layer);
     for (li, parent_dir) in by_layer.iter().enumerate().skip(first) {
         // The directory to look in, and the name to look up there.
-        let (dir, lname): (Arc<OwnedFd>, &CString) = match &redirect {
+        let (dir, dir_ino, lname): (Arc<OwnedFd>, Option<u64>, &CString) = match &redirect {
             Some(Redirect::Absolute(parts)) => match walk_from_root(&ovl.roots[li], parts)? {
-                Some(d) => (d, parts.last().unwrap()),
+                Some(d) => (d, None, parts.last().unwrap()),
                 None => continue,
             },
             other => match parent_dir {
-                Some(d) => (
+                Some((d, ino)) => (
                     (*d).clone(),
+                    Some(*ino),
                     match other {
                         Some(Redirect::Relative(n)) => n,
                         _ => &cname,
@@ -259,7 +292,7 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
                 None => continue,
             },
         };
-        let st = match probe(ovl, dir.as_fd(), lname)? {
+        let st = match probe_layer(ovl, li, dir_ino, dir.as_fd(), lname)? {
             Probe::Missing => continue,
             Probe::Whiteout => break,
             Probe::Object(st) => st,

@@ -100,6 +100,8 @@ pub struct Node {
     /// it shared while it looks a name up in it and checks what it found. Held across real
     /// system calls (never calls into the mount itself); see the lock order above.
     pub names: RwLock<()>,
+    /// A directory's names when its whole listing is known (`cache.rs`).
+    pub complete: Mutex<Option<Arc<crate::cache::Complete>>>,
 }
 
 impl Node {
@@ -115,6 +117,7 @@ impl Node {
             generation: 0,
             version: AtomicU64::new(0),
             names: RwLock::new(()),
+            complete: Mutex::new(None),
         }
     }
 

@@ -93,6 +93,8 @@ pub struct Ovl {
     /// The rename sequence: odd while a rename is under way, bumped before and after it, so a
     /// reconnecting walk (`reconnect.rs`) tells a racing rename from a gone directory.
     pub renames: AtomicU64,
+    /// The daemon's lookup caches.
+    pub caches: crate::cache::Caches,
 }
 
 /// Whether NFS export can and should be on: it needs `open_by_handle_at` (root, i.e.
@@ -208,6 +210,7 @@ impl Ovl {
             passthrough: AtomicBool::new(false),
             record,
             renames: AtomicU64::new(0),
+            caches: crate::cache::Caches::new(cfg.cache_entries, !cfg.drop_negative_lower),
         })
     }
 

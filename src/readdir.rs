@@ -265,7 +265,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
 /// The listing of an open directory for a read at `offset`: built anew at offset 0.
 pub fn listing_for(
     ovl: &Ovl,
-    node: &Node,
+    node: &Arc<Node>,
     dh: &DirHandle,
     offset: u64,
 ) -> OResult<Arc<Vec<Entry>>> {
@@ -274,7 +274,16 @@ pub fn listing_for(
         Some(l) if offset != 0 => Ok(l.clone()),
         _ => {
             // Only this handle's own lock is held: a directory handle is read by one opener.
+            let version = node.version.load(std::sync::atomic::Ordering::Acquire);
             let l = Arc::new(merged_listing(ovl, node)?);
+            // The whole listing is known now: the directory is complete (cache.rs).
+            ovl.caches.set_complete(
+                node,
+                version,
+                l.iter()
+                    .skip(2)
+                    .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str())),
+            );
             *guard = Some(l.clone());
             Ok(l)
         }

@@ -1,0 +1,282 @@
+//! The daemon's lookup caches: what a lower layer holds under a name, and complete directories.
+//!
+//! - **Lower lookups**: an LRU (the `lru` crate) of probe results keyed by (layer, real parent
+//!   inode, name): found (with the real stat), whiteout, or missing. Lower layers do not change
+//!   under a mount, so an entry never goes stale; the upper layer is never cached. With
+//!   `drop_negative_lower` a "missing" result is not kept once the lookup is answered.
+//! - **Complete directories**: once a directory's whole merged listing was read, its names are
+//!   kept with the directory's version (`Node::version`, bumped by every change of its names
+//!   through the mount, and by the upper-layer watch); a lookup of a name that is not among them
+//!   is answered without touching the layers while the version still matches.
+//!
+//! Memory: `cache_entries=N` bounds both: at most N lookup entries, and at most N names in all
+//! complete directories together (the least recently completed directory stops being complete,
+//! before its names are dropped, to make room: prune before forgetting).
+//!
+//! Locks: `lower` and `complete_lru` are leaves towards the node table; `complete_lru` may be
+//! held while taking a node's `complete` lock, never the reverse. No lock is held across a
+//! system call.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::namei::Probe as Cached;
+use crate::node::Node;
+
+/// The default `cache_entries`.
+pub const DEFAULT_ENTRIES: usize = 65536;
+
+#[derive(Hash, PartialEq, Eq)]
+struct Key {
+    layer: usize,
+    dir_ino: u64,
+    name: Box<[u8]>,
+}
+
+/// Counters, readable through the `plyfs.stats` xattr of the mount's root.
+#[derive(Default)]
+pub struct Stats {
+    /// Real lookups in lower layers (the ones the cache did not answer).
+    pub lower_probes: AtomicU64,
+    /// Lower lookups answered by the cache.
+    pub lower_hits: AtomicU64,
+    /// Lookups of names answered "no such name" by a complete directory.
+    pub complete_hits: AtomicU64,
+}
+
+/// The names of a complete directory at one version of it.
+pub struct Complete {
+    pub version: u64,
+    names: HashSet<Box<[u8]>>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Complete {
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.names.contains(name)
+    }
+}
+
+impl Drop for Complete {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.names.len(), Ordering::AcqRel);
+    }
+}
+
+pub struct Caches {
+    lower: Mutex<lru::LruCache<Key, Cached>>,
+    keep_negative: bool,
+    /// Complete directories, least recently completed first.
+    complete_lru: Mutex<lru::LruCache<u64, Weak<Node>>>,
+    /// Names held by all complete directories.
+    complete_names: Arc<AtomicUsize>,
+    budget: usize,
+    pub stats: Stats,
+}
+
+impl Caches {
+    pub fn new(entries: usize, keep_negative: bool) -> Caches {
+        let cap = NonZeroUsize::new(entries.max(1)).expect("not zero");
+        Caches {
+            lower: Mutex::new(lru::LruCache::new(cap)),
+            keep_negative,
+            complete_lru: Mutex::new(lru::LruCache::unbounded()),
+            complete_names: Arc::new(AtomicUsize::new(0)),
+            budget: entries,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The cached result of looking `name` up in lower layer `layer`'s directory `dir_ino`.
+    pub fn lower_get(&self, layer: usize, dir_ino: u64, name: &[u8]) -> Option<Cached> {
+        let key = Key {
+            layer,
+            dir_ino,
+            name: name.into(),
+        };
+        self.lower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied()
+    }
+
+    pub fn lower_put(&self, layer: usize, dir_ino: u64, name: &[u8], value: Cached) {
+        if matches!(value, Cached::Missing) && !self.keep_negative {
+            return;
+        }
+        let key = Key {
+            layer,
+            dir_ino,
+            name: name.into(),
+        };
+        self.lower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, value);
+    }
+
+    /// Whether `name` is known not to be in directory `dir` (a complete directory at its
+    /// current version that does not hold it).
+    pub fn known_missing(&self, dir: &Node, name: &[u8]) -> bool {
+        let complete = {
+            let mut guard = dir.complete.lock().unwrap_or_else(|e| e.into_inner());
+            if guard
+                .as_ref()
+                .is_some_and(|c| c.version != dir.version.load(Ordering::Acquire))
+            {
+                // Out of date: give its names back now.
+                guard.take();
+            }
+            guard.clone()
+        };
+        let missing = complete.is_some_and(|c| !c.contains(name));
+        if missing {
+            self.stats.complete_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        missing
+    }
+
+    /// Marks `dir` complete with `names` as read at `version`, making room by making the least
+    /// recently completed directories incomplete first. Nothing happens when the names alone
+    /// exceed the budget or the directory changed since.
+    pub fn set_complete<'a>(
+        &self,
+        dir: &Arc<Node>,
+        version: u64,
+        names: impl Iterator<Item = &'a [u8]>,
+    ) {
+        let names: HashSet<Box<[u8]>> = names.map(Box::from).collect();
+        if names.len() > self.budget {
+            return;
+        }
+        let mut lru = self.complete_lru.lock().unwrap_or_else(|e| e.into_inner());
+        while self.complete_names.load(Ordering::Acquire) + names.len() > self.budget {
+            let Some((_, weak)) = lru.pop_lru() else {
+                break;
+            };
+            if let Some(node) = weak.upgrade() {
+                // Prune before forgetting: the directory stops being complete, then its names go.
+                let old = node
+                    .complete
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                drop(old);
+            }
+        }
+        if self.complete_names.load(Ordering::Acquire) + names.len() > self.budget {
+            return;
+        }
+        self.complete_names.fetch_add(names.len(), Ordering::AcqRel);
+        let complete = Arc::new(Complete {
+            version,
+            names,
+            held: self.complete_names.clone(),
+        });
+        if dir.version.load(Ordering::Acquire) != version {
+            return; // changed while listed: dropping `complete` gives its names back
+        }
+        *dir.complete.lock().unwrap_or_else(|e| e.into_inner()) = Some(complete);
+        lru.put(dir.id, Arc::downgrade(dir));
+    }
+
+    /// The counters as one line of `key=value` pairs.
+    pub fn stats_line(&self) -> String {
+        let lower = self.lower.lock().unwrap_or_else(|e| e.into_inner()).len();
+        format!(
+            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={}\n",
+            self.stats.lower_probes.load(Ordering::Relaxed),
+            self.stats.lower_hits.load(Ordering::Relaxed),
+            self.stats.complete_hits.load(Ordering::Relaxed),
+            lower,
+            self.complete_names.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuser::FileType;
+
+    fn dir(id: u64) -> Arc<Node> {
+        Arc::new(Node::new(
+            id,
+            FileType::Directory,
+            Vec::new(),
+            1,
+            c"d".to_owned(),
+        ))
+    }
+
+    #[test]
+    fn negative_lookups_are_kept_unless_dropped() {
+        for keep in [true, false] {
+            let c = Caches::new(8, keep);
+            assert!(c.lower_get(1, 10, b"x").is_none());
+            c.lower_put(1, 10, b"x", Cached::Missing);
+            c.lower_put(1, 10, b"w", Cached::Whiteout);
+            assert_eq!(c.lower_get(1, 10, b"x").is_some(), keep);
+            assert!(
+                c.lower_get(1, 10, b"w").is_some(),
+                "whiteouts are kept either way"
+            );
+            assert!(c.lower_get(2, 10, b"x").is_none(), "per layer");
+        }
+    }
+
+    #[test]
+    fn lower_cache_is_bounded() {
+        let c = Caches::new(4, true);
+        for i in 0..10u64 {
+            c.lower_put(1, i, b"n", Cached::Missing);
+        }
+        assert_eq!(c.lower.lock().unwrap().len(), 4);
+        assert!(c.lower_get(1, 9, b"n").is_some() && c.lower_get(1, 0, b"n").is_none());
+    }
+
+    #[test]
+    fn completeness_follows_versions_and_budget() {
+        let c = Caches::new(5, true);
+        let a = dir(10);
+        c.set_complete(&a, 0, [&b"x"[..], b"y", b"z"].into_iter());
+        assert!(c.known_missing(&a, b"nope"));
+        assert!(!c.known_missing(&a, b"x"), "a name it holds");
+        a.bump_version();
+        assert!(!c.known_missing(&a, b"nope"), "a change makes it unknown");
+        assert_eq!(
+            c.complete_names.load(Ordering::Relaxed),
+            0,
+            "and gives its names back"
+        );
+        c.set_complete(&a, 1, [&b"x"[..], b"y", b"z"].into_iter());
+        let a2 = dir(11);
+        c.set_complete(&a2, 0, [&b"p"[..], b"q"].into_iter());
+        assert!(c.known_missing(&a2, b"nope"));
+        // 3 + 2 names fill the budget: a third directory evicts the least recent one first.
+        let b = dir(12);
+        c.set_complete(&b, 0, [&b"m"[..], b"n"].into_iter());
+        assert!(a.complete.lock().unwrap().is_none(), "pruned");
+        assert!(c.known_missing(&b, b"nope"));
+        assert_eq!(c.complete_names.load(Ordering::Relaxed), 4);
+        drop(b);
+        assert_eq!(
+            c.complete_names.load(Ordering::Relaxed),
+            2,
+            "a dropped node gives back"
+        );
+        let big = dir(13);
+        c.set_complete(
+            &big,
+            0,
+            [&b"1"[..], b"2", b"3", b"4", b"5", b"6"].into_iter(),
+        );
+        assert!(
+            big.complete.lock().unwrap().is_none(),
+            "larger than the budget"
+        );
+    }
+}

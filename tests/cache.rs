@@ -1,0 +1,150 @@
+//! The daemon's lookup caches, seen through a mount with `timeout=0` (the kernel caches
+//! nothing, so every lookup reaches the daemon) and its counters (the `plyfs.stats` xattr of
+//! the root): negative lower lookups kept by default and dropped with `drop_negative_lower`;
+//! a complete directory answers misses without lower-layer lookups; a small `cache_entries`
+//! bounds the caches and evicting a complete directory makes it incomplete.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+fn stats(mnt: &Path) -> HashMap<String, u64> {
+    let v = xattr::get(mnt, "plyfs.stats")
+        .expect("getxattr plyfs.stats")
+        .expect("plyfs.stats is there");
+    String::from_utf8(v)
+        .unwrap()
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, k: &str) -> u64 {
+    after[k] - before[k]
+}
+
+/// lower: a/ and b/ with 20 files each; upper, work empty.
+fn layers(tmp: &TempDir) -> String {
+    let (l, u, w) = (tmp.mkdir("lower"), tmp.mkdir("upper"), tmp.mkdir("work"));
+    for d in ["a", "b"] {
+        fs::create_dir(l.join(d)).unwrap();
+        for i in 0..20 {
+            fs::write(l.join(format!("{d}/f{i}")), "x").unwrap();
+        }
+    }
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        u.display(),
+        w.display()
+    )
+}
+
+fn stat_missing(mnt: &Path, dir: &str, n: usize) {
+    for i in 0..n {
+        assert!(fs::symlink_metadata(mnt.join(format!("{dir}/missing{i}"))).is_err());
+    }
+}
+
+#[test]
+fn negative_lower_lookups_are_kept_unless_dropped() {
+    if !require_root_and_fuse("negative_lower_lookups_are_kept_unless_dropped") {
+        return;
+    }
+    let tmp = TempDir::new("cache-neg");
+    let opts = layers(&tmp);
+    let mut probes = Vec::new();
+    for extra in ["", ",drop_negative_lower"] {
+        let m = PlyMount::new(&format!("{opts},timeout=0{extra}"));
+        fs::metadata(m.path("a")).unwrap();
+        let before = stats(&m.mnt);
+        for _ in 0..25 {
+            assert!(fs::symlink_metadata(m.path("a/nope")).is_err());
+        }
+        let after = stats(&m.mnt);
+        probes.push((
+            delta(&before, &after, "lower_probes"),
+            delta(&before, &after, "lower_hits"),
+            after["lower_entries"],
+        ));
+        m.unmount();
+    }
+    let (kept, dropped) = (probes[0], probes[1]);
+    // (Hits also count the kernel's lookups of "a" itself on the way, in both.)
+    assert!(kept.0 <= 1, "kept: one real lookup of the missing name: {kept:?}");
+    assert!(dropped.0 >= 25, "dropped: every lookup reaches the layer: {dropped:?}");
+    assert!(
+        dropped.2 < kept.2,
+        "fewer entries held when dropped: {probes:?}"
+    );
+}
+
+#[test]
+fn complete_directories_answer_misses_without_layer_lookups() {
+    if !require_root_and_fuse("complete_directories_answer_misses_without_layer_lookups") {
+        return;
+    }
+    let tmp = TempDir::new("cache-complete");
+    let m = PlyMount::new(&format!("{},timeout=0", layers(&tmp)));
+    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+    let before = stats(&m.mnt);
+    stat_missing(&m.mnt, "a", 50);
+    let after = stats(&m.mnt);
+    assert_eq!(delta(&before, &after, "lower_probes"), 0, "{after:?}");
+    assert_eq!(delta(&before, &after, "complete_hits"), 50, "{after:?}");
+    // A name made through the mount is found at once (the directory's version moved).
+    fs::write(m.path("a/missing7"), "now here").unwrap();
+    assert_eq!(
+        fs::read_to_string(m.path("a/missing7")).unwrap(),
+        "now here"
+    );
+    fs::remove_file(m.path("a/f3")).unwrap();
+    assert!(fs::symlink_metadata(m.path("a/f3")).is_err());
+    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+    m.unmount();
+}
+
+#[test]
+fn small_caches_stay_bounded_and_eviction_clears_completeness() {
+    if !require_root_and_fuse("small_caches_stay_bounded_and_eviction_clears_completeness") {
+        return;
+    }
+    let tmp = TempDir::new("cache-small");
+    let m = PlyMount::new(&format!("{},timeout=0,cache_entries=30", layers(&tmp)));
+    fs::read_dir(m.path("a")).unwrap().for_each(drop);
+    let s0 = stats(&m.mnt);
+    stat_missing(&m.mnt, "a", 10);
+    let s1 = stats(&m.mnt);
+    assert_eq!(
+        delta(&s0, &s1, "complete_hits"),
+        10,
+        "a is complete: {s1:?}"
+    );
+    // Completing b (20 names) does not fit beside a (20): a stops being complete.
+    fs::read_dir(m.path("b")).unwrap().for_each(drop);
+    let s2 = stats(&m.mnt);
+    stat_missing(&m.mnt, "a", 10);
+    let s3 = stats(&m.mnt);
+    assert_eq!(delta(&s2, &s3, "complete_hits"), 0, "a was pruned: {s3:?}");
+    assert!(delta(&s2, &s3, "lower_probes") > 0, "{s3:?}");
+    stat_missing(&m.mnt, "b", 10);
+    let s4 = stats(&m.mnt);
+    assert_eq!(
+        delta(&s3, &s4, "complete_hits"),
+        10,
+        "b is complete: {s4:?}"
+    );
+    for i in 0..200 {
+        let _ = fs::symlink_metadata(m.path(format!("b/other{i}")));
+    }
+    let s5 = stats(&m.mnt);
+    assert!(s5["lower_entries"] <= 30, "{s5:?}");
+    assert!(s5["complete_names"] <= 30, "{s5:?}");
+    m.unmount();
+}
