@@ -47,6 +47,7 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
         crate::export::note_dir_copied_up(ovl, &new_reals);
     }
     node.set_reals(new_reals);
+    ovl.watch.add(node);
     tracing::debug!(id = node.id, name = ?link.name, "copied up");
     Ok(())
 }

@@ -21,13 +21,13 @@ use crate::ovl::{errno, io_errno, OResult, Ovl};
 use crate::{file, inode, namei, readdir, realops, xattr};
 
 pub struct PlyFs {
-    pub ovl: Ovl,
+    pub ovl: std::sync::Arc<Ovl>,
 }
 
-/// A zeroed attribute for negative entries (node id 0).
 /// The virtual xattr of the mount's root that reads the daemon's cache counters.
 pub const STATS_XATTR: &str = "plyfs.stats";
 
+/// A zeroed attribute for negative entries (node id 0).
 fn negative_attr() -> FileAttr {
     FileAttr {
         ino: INodeNo(0),

@@ -78,19 +78,30 @@ fn raise_nofile_limit() {
     }
 }
 
-fn session(cfg: &Config) -> Result<fuser::Session<PlyFs>> {
-    let ovl = Ovl::new(cfg)?;
-    plyfs::mount::mount(PlyFs { ovl }, cfg)
+type Mounted = (fuser::Session<PlyFs>, std::sync::Arc<Ovl>);
+
+fn session(cfg: &Config) -> Result<Mounted> {
+    let ovl = std::sync::Arc::new(Ovl::new(cfg)?);
+    let session = plyfs::mount::mount(PlyFs { ovl: ovl.clone() }, cfg)?;
+    ovl.notify
+        .start(session.notifier())
+        .context("cannot start the notify worker")?;
+    Ok((session, ovl))
 }
 
-/// Blocks the terminating signals in every thread; one thread waits for them and unmounts, so
-/// the session ends cleanly.
-fn handle_signals(mountpoint: &Path) -> Result<()> {
+/// The terminating signals, blocked in the calling thread before any other thread exists, so
+/// that every thread inherits the mask and only `handle_signals`' thread receives them.
+fn block_signals() -> Result<SigSet> {
     let mut set = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         set.add(s);
     }
     set.thread_block()?;
+    Ok(set)
+}
+
+/// One thread waits for the terminating signals and unmounts, so the session ends cleanly.
+fn handle_signals(mountpoint: &Path, set: SigSet) -> Result<()> {
     let mnt = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("plyfs-signals".into())
@@ -109,18 +120,20 @@ fn handle_signals(mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-fn serve(cfg: &Config, session: fuser::Session<PlyFs>) -> Result<()> {
-    handle_signals(&cfg.mountpoint)?;
+fn serve(cfg: &Config, (session, ovl): Mounted, signals: SigSet) -> Result<()> {
+    handle_signals(&cfg.mountpoint, signals)?;
+    plyfs::watch::Watch::start(ovl);
     session.run().context("FUSE session failed")
 }
 
 fn mount(cfg: &Config) -> Result<()> {
     cfg.validate()?;
     raise_nofile_limit();
+    let signals = block_signals()?;
     if cfg.foreground {
         init_tracing(cfg);
         let s = session(cfg)?;
-        return serve(cfg, s);
+        return serve(cfg, s, signals);
     }
     let (mut rd, wr) = std::io::pipe().context("pipe")?;
     match sys::process::fork().context("fork")? {
@@ -137,13 +150,13 @@ fn mount(cfg: &Config) -> Result<()> {
         }
         None => {
             drop(rd);
-            daemon(cfg, wr)
+            daemon(cfg, wr, signals)
         }
     }
 }
 
 /// The daemon side of the fork: mount, report to the parent, detach, serve.
-fn daemon(cfg: &Config, mut report: std::io::PipeWriter) -> Result<()> {
+fn daemon(cfg: &Config, mut report: std::io::PipeWriter, signals: SigSet) -> Result<()> {
     let _ = nix::unistd::setsid();
     let s = match session(cfg) {
         Ok(s) => s,
@@ -156,7 +169,7 @@ fn daemon(cfg: &Config, mut report: std::io::PipeWriter) -> Result<()> {
     init_tracing(cfg);
     let _ = report.write_all(b"ok");
     drop(report);
-    if let Err(e) = serve(cfg, s) {
+    if let Err(e) = serve(cfg, s, signals) {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }

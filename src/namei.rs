@@ -388,7 +388,9 @@ pub fn lookup(
     let mut attr = inode::attr(id, &found.stat, merged);
     attr.nlink = inode::nlink(ovl, &found.reals[0], &found.stat, merged);
     let mut node = Node::new(id, found.kind, Vec::new(), parent.id, cname(name)?);
-    match ovl.nodes.get(id) {
+    let known = ovl.nodes.get(id);
+    let fresh = known.is_none();
+    match known {
         // Known: only a new directory for a non-directory needs recording.
         Some(known) => {
             if found.kind != FileType::Directory && known.parent() != parent.id {
@@ -411,6 +413,9 @@ pub fn lookup(
     }
     node.set_reals(found.reals);
     let node = ovl.nodes.intern(node);
+    if fresh {
+        ovl.watch.add(&node);
+    }
     Ok(Some((node, attr)))
 }
 

@@ -55,6 +55,18 @@ impl NodeTable {
         Some(node.clone())
     }
 
+    /// Every node's (directory, name), for invalidating a whole directory.
+    pub fn links(&self) -> Vec<(u64, std::ffi::CString)> {
+        let nodes: Vec<Arc<Node>> = self.read().values().cloned().collect();
+        nodes
+            .iter()
+            .map(|n| {
+                let l = n.link();
+                (l.parent, l.name)
+            })
+            .collect()
+    }
+
     /// Inserts the root with a count that never drops to 0.
     pub fn insert_root(&self, node: Node) {
         node.lookups.store(1 << 62, Ordering::Relaxed);

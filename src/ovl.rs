@@ -95,6 +95,10 @@ pub struct Ovl {
     pub renames: AtomicU64,
     /// The daemon's lookup caches.
     pub caches: crate::cache::Caches,
+    /// Kernel invalidations waiting for the notify worker.
+    pub notify: crate::notify::Notify,
+    /// The upper-layer watch.
+    pub watch: crate::watch::Watch,
 }
 
 /// Whether NFS export can and should be on: it needs `open_by_handle_at` (root, i.e.
@@ -211,6 +215,8 @@ impl Ovl {
             record,
             renames: AtomicU64::new(0),
             caches: crate::cache::Caches::new(cfg.cache_entries, !cfg.drop_negative_lower),
+            notify: Default::default(),
+            watch: Default::default(),
         })
     }
 

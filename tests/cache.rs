@@ -77,8 +77,14 @@ fn negative_lower_lookups_are_kept_unless_dropped() {
     }
     let (kept, dropped) = (probes[0], probes[1]);
     // (Hits also count the kernel's lookups of "a" itself on the way, in both.)
-    assert!(kept.0 <= 1, "kept: one real lookup of the missing name: {kept:?}");
-    assert!(dropped.0 >= 25, "dropped: every lookup reaches the layer: {dropped:?}");
+    assert!(
+        kept.0 <= 1,
+        "kept: one real lookup of the missing name: {kept:?}"
+    );
+    assert!(
+        dropped.0 >= 25,
+        "dropped: every lookup reaches the layer: {dropped:?}"
+    );
     assert!(
         dropped.2 < kept.2,
         "fewer entries held when dropped: {probes:?}"
@@ -146,5 +152,151 @@ fn small_caches_stay_bounded_and_eviction_clears_completeness() {
     let s5 = stats(&m.mnt);
     assert!(s5["lower_entries"] <= 30, "{s5:?}");
     assert!(s5["complete_names"] <= 30, "{s5:?}");
+    m.unmount();
+}
+
+/// Polls `check` for up to a second.
+fn within_a_second(mut check: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn changes_made_in_the_upper_dir_underneath_become_visible() {
+    if !require_root_and_fuse("changes_made_in_the_upper_dir_underneath_become_visible") {
+        return;
+    }
+    let tmp = TempDir::new("cache-watch");
+    let opts = layers(&tmp);
+    let upper = tmp.join("upper");
+    let m = PlyMount::new(&opts); // the default timeout: the kernel caches for an hour
+                                  // A negative lookup the kernel now caches, then the name made in the upper dir.
+    assert!(fs::symlink_metadata(m.path("made")).is_err());
+    fs::write(upper.join("made"), "made underneath").unwrap();
+    assert!(
+        within_a_second(|| fs::read_to_string(m.path("made")).is_ok_and(|s| s == "made underneath")),
+        "a name made in the upper dir is not visible within a second"
+    );
+    // In a merged directory, listed (complete) before.
+    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+    assert!(fs::symlink_metadata(m.path("a/late")).is_err());
+    fs::write(m.path("a/f0"), "copied up").unwrap();
+    fs::write(upper.join("a/late"), "late").unwrap();
+    assert!(
+        within_a_second(|| m.path("a/late").exists()),
+        "a name made in a complete merged directory is not visible"
+    );
+    // Changed and removed underneath.
+    fs::write(upper.join("a/f0"), "rewritten underneath, longer").unwrap();
+    assert!(within_a_second(
+        || fs::read_to_string(m.path("a/f0")).is_ok_and(|s| s == "rewritten underneath, longer")
+    ));
+    fs::remove_file(upper.join("made")).unwrap();
+    assert!(
+        within_a_second(|| !m.path("made").exists()),
+        "a removed name stays"
+    );
+    fs::create_dir(upper.join("newdir")).unwrap();
+    fs::write(upper.join("newdir/inside"), "in").unwrap();
+    assert!(within_a_second(|| m.path("newdir/inside").exists()));
+    m.unmount();
+}
+
+/// Lookups on several FUSE threads against a storm of invalidations (names made and removed
+/// in the upper dir underneath, and through the mount): no deadlock, and the view settles on
+/// the upper dir's contents.
+#[test]
+fn lookups_against_invalidations_do_not_deadlock() {
+    if !require_root_and_fuse("lookups_against_invalidations_do_not_deadlock") {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = TempDir::new("cache-storm");
+    let opts = layers(&tmp);
+    let upper = tmp.join("upper");
+    fs::create_dir(upper.join("storm")).unwrap();
+    let m = PlyMount::new(&format!("{opts},threads=4"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for t in 0..3 {
+        let (stop, mnt) = (stop.clone(), m.mnt.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = fs::symlink_metadata(mnt.join(format!("storm/n{}", (n + t) % 40)));
+                if n.is_multiple_of(50) {
+                    let _ = fs::read_dir(mnt.join("storm")).map(|d| d.count());
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    {
+        let (stop, upper) = (stop.clone(), upper.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let p = upper.join(format!("storm/n{}", n % 40));
+                let _ = if n.is_multiple_of(3) {
+                    fs::remove_file(&p)
+                } else {
+                    fs::write(&p, "x")
+                };
+                n += 1;
+            }
+            n
+        }));
+    }
+    {
+        let (stop, mnt) = (stop.clone(), m.mnt.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let p = mnt.join(format!("storm/m{}", n % 10));
+                let _ = if n.is_multiple_of(2) {
+                    fs::write(&p, "y")
+                } else {
+                    fs::remove_file(&p)
+                };
+                n += 1;
+            }
+            n
+        }));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let counts: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let _ = tx.send(counts);
+    });
+    let counts = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("threads stuck: deadlock");
+    eprintln!("operations per thread: {counts:?}");
+    let names = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        within_a_second(|| names(&m.path("storm")) == names(&upper.join("storm"))),
+        "the view did not settle: {:?} vs upper {:?}",
+        names(&m.path("storm")),
+        names(&upper.join("storm"))
+    );
     m.unmount();
 }

@@ -5,6 +5,7 @@
 //! overlay semantics.
 
 pub mod clone;
+pub mod fanotify;
 pub mod handle;
 pub mod process;
 pub mod xattr;
