@@ -122,12 +122,25 @@ fn handle_of(real: &Real) -> Option<FileHandle> {
         .map(|(h, _)| h)
 }
 
-/// For a node about to be handed out for the first time (or found in a new directory): writes
-/// what the export record needs to find it again, and returns its generation. `id` came from
-/// `reals` by the origin rule. Only an id that names an upper object gets a generation (that of
-/// its real handle): inode numbers are reused only in the upper layer, as lower layers do not
-/// change under a mount, so an id that names a lower object (a lower or copied-up object) has
-/// generation 0, which saves a system call per lookup. Without export it does nothing.
+/// The generation of the object that `reals` make, whose id is `id`: only an id that names an
+/// upper object gets one (that of its real handle): inode numbers are reused only in the upper
+/// layer, as lower layers do not change under a mount, so an id that names a lower object (a
+/// lower or copied-up object) has generation 0, which saves a system call per lookup. Also the
+/// handle, when it was taken. Computed with export off too: the kernel tells a reused node id
+/// from the old object by it (and drops the old inode's cached data).
+pub fn generation(ovl: &Ovl, id: u64, reals: &[Real]) -> (u32, Option<FileHandle>) {
+    let names_top =
+        ovl.layers.is_upper(reals[0].layer) && ovl.id_of(reals[0].layer, reals[0].ino) == id;
+    if !names_top {
+        return (0, None);
+    }
+    let h = handle_of(&reals[0]);
+    (h.as_ref().map(generation_of).unwrap_or(0), h)
+}
+
+/// For a node about to be handed out for the first time (or anew for a reused id): writes what
+/// the export record needs to find it again. `top` is the topmost real's handle if it was
+/// taken already. Without export it does nothing.
 pub fn note_lookup(
     ovl: &Ovl,
     id: u64,
@@ -135,23 +148,15 @@ pub fn note_lookup(
     reals: &[Real],
     parent: u64,
     nlink: u64,
-) -> u32 {
+    top: Option<FileHandle>,
+) {
     let Some(record) = &ovl.record else {
-        return 0;
+        return;
     };
-    let names_top =
-        ovl.layers.is_upper(reals[0].layer) && ovl.id_of(reals[0].layer, reals[0].ino) == id;
-    let top = (names_top || kind == FileType::Directory)
-        .then(|| handle_of(&reals[0]))
-        .flatten();
     if kind == FileType::Directory {
-        note_dir(ovl, id, &reals[0], top.clone());
+        note_dir(ovl, id, &reals[0], top);
     } else {
         record.found_in(id, parent, nlink);
-    }
-    match (names_top, top) {
-        (true, Some(h)) => generation_of(&h),
-        _ => 0,
     }
 }
 

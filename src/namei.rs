@@ -388,32 +388,41 @@ pub fn lookup(
     let mut attr = inode::attr(id, &found.stat, merged);
     attr.nlink = inode::nlink(ovl, &found.reals[0], &found.stat, merged);
     let mut node = Node::new(id, found.kind, Vec::new(), parent.id, cname(name)?);
+    let (generation, top) = crate::export::generation(ovl, id, &found.reals);
     let known = ovl.nodes.get(id);
-    let fresh = known.is_none();
-    match known {
+    // A node still held for an object whose inode number was reused by this one (the kernel has
+    // not forgotten the old one yet): this is another object, with the same id.
+    let reused = known
+        .as_ref()
+        .is_some_and(|k| k.kind != found.kind || k.generation != generation);
+    match &known {
         // Known: only a new directory for a non-directory needs recording.
-        Some(known) => {
+        Some(known) if !reused => {
             if found.kind != FileType::Directory && known.parent() != parent.id {
                 if let Some(record) = &ovl.record {
                     record.found_in(id, parent.id, found.stat.st_nlink);
                 }
             }
-            node.generation = known.generation;
         }
-        None => {
-            node.generation = crate::export::note_lookup(
-                ovl,
-                id,
-                found.kind,
-                &found.reals,
-                parent.id,
-                found.stat.st_nlink,
-            )
-        }
+        _ => crate::export::note_lookup(
+            ovl,
+            id,
+            found.kind,
+            &found.reals,
+            parent.id,
+            found.stat.st_nlink,
+            top,
+        ),
     }
+    node.generation = generation;
     node.set_reals(found.reals);
-    let node = ovl.nodes.intern(node);
-    if fresh {
+    let node = if reused {
+        tracing::debug!(id, "node id reused by another object");
+        ovl.nodes.replace(node)
+    } else {
+        ovl.nodes.intern(node)
+    };
+    if known.is_none() || reused {
         ovl.watch.add(&node);
     }
     Ok(Some((node, attr)))
@@ -539,6 +548,34 @@ pub(crate) mod tests {
         let (dir, name) = reals[0].at();
         let fd = crate::realops::open(dir, name, nix::fcntl::OFlag::O_RDONLY).ok()?;
         Some(std::io::read_to_string(fs::File::from(fd)).unwrap())
+    }
+
+    /// A node still in the table under the id a new object gets (its inode number was
+    /// reused before the kernel forgot the old one) is replaced, not handed out again.
+    #[test]
+    fn a_reused_node_id_gets_a_new_node() {
+        let Some(f) = fixture("reuse") else { return };
+        let upper = f.base.join("upper");
+        fs::create_dir(upper.join("fresh")).unwrap();
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(upper.join("fresh")).unwrap());
+        let id = f.ovl.id_of(0, ino);
+        let root = f.ovl.node(ROOT_ID).unwrap();
+        let stale = f.ovl.nodes.intern(Node::new(
+            id,
+            FileType::RegularFile,
+            root.reals().to_vec(),
+            ROOT_ID,
+            c"gone".to_owned(),
+        ));
+        let (node, _) = lookup(&f.ovl, &root, OsStr::new("fresh")).unwrap().unwrap();
+        assert_eq!(node.id, id);
+        assert_eq!(node.kind, FileType::Directory, "not the stale file node");
+        assert!(!Arc::ptr_eq(&node, &stale));
+        assert_eq!(
+            node.lookups.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "the old node's count carries over, for the old inode's FORGET"
+        );
     }
 
     #[test]

@@ -87,6 +87,20 @@ impl NodeTable {
         entry.clone()
     }
 
+    /// Puts `node` in place of the node with its id, which names another object now (its inode
+    /// number was reused), counting one more kernel lookup on top of the old node's: the
+    /// kernel makes its old inode bad, and the FORGETs of both arrive for this id.
+    pub fn replace(&self, node: Node) -> Arc<Node> {
+        let mut nodes = self.write();
+        let before = nodes
+            .get(&node.id)
+            .map_or(0, |old| old.lookups.load(Ordering::Acquire));
+        node.lookups.store(before + 1, Ordering::Release);
+        let node = Arc::new(node);
+        nodes.insert(node.id, node.clone());
+        node
+    }
+
     /// Drops `n` kernel lookups of `id`; the node leaves the table at 0.
     pub fn forget(&self, id: u64, n: u64) {
         let now_zero = match self.read().get(&id) {

@@ -905,3 +905,53 @@ fn open_unlinked_files_and_empty_chown() {
         .iter()
         .any(|l| l == "chown -1 -1 changes ctime: true"));
 }
+
+/// ext4 hands a new object the inode number of one just unlinked, sometimes before the kernel
+/// has forgotten the old one: the new object must be itself, not the old node (xfstests
+/// generic/013: "Not a directory" from a directory that took a file's inode number, and
+/// "Directory not empty" in the `rm -rf` after fsstress). The race is narrow through a mount
+/// (this rarely hits it); `namei::tests::a_reused_node_id_gets_a_new_node` pins the rule.
+#[test]
+fn reused_inode_numbers_are_new_objects() {
+    let test = "reused_inode_numbers_are_new_objects";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    for extra in ["", ",nfs_export=off"] {
+        let l = Layers::build("demo", &[]);
+        let m = PlyMount::new(&format!("{}{extra}", l.opts));
+        fs::create_dir(m.path("w")).unwrap();
+        let (mut reused, mut n) = (0, 0);
+        while n < 600 && reused < 40 {
+            let f = m.path(format!("w/f{n}"));
+            fs::write(&f, format!("file {n}")).unwrap();
+            let ino = fs::metadata(&f).unwrap().ino();
+            fs::remove_file(&f).unwrap();
+            let (d, g) = (m.path(format!("w/d{n}")), m.path(format!("w/g{n}")));
+            if n % 2 == 0 {
+                fs::create_dir(&d).unwrap();
+                reused += usize::from(fs::metadata(&d).unwrap().ino() == ino);
+                assert_eq!(
+                    fs::read_dir(&d).map(|r| r.count()).ok(),
+                    Some(0),
+                    "{extra}: d{n}"
+                );
+                fs::remove_dir(&d).unwrap();
+            } else {
+                fs::write(&g, format!("new {n}")).unwrap();
+                reused += usize::from(fs::metadata(&g).unwrap().ino() == ino);
+                assert_eq!(
+                    fs::read_to_string(&g).unwrap(),
+                    format!("new {n}"),
+                    "{extra}"
+                );
+                fs::remove_file(&g).unwrap();
+            }
+            n += 1;
+        }
+        eprintln!("{extra}: {reused} inode numbers reused in {n} rounds");
+        fs::remove_dir(m.path("w")).expect("rm -rf must leave nothing behind");
+        m.unmount();
+    }
+}
