@@ -70,6 +70,16 @@ impl Watch {
         if let Err(e) = fanotify::mark_filesystem(group.as_fd(), upper.as_fd(), EVENTS) {
             return tracing::info!(%e, "upper-layer watch off: cannot mark its filesystem");
         }
+        // What plyfs builds in the work dir is its own business: do not even wake up for it.
+        if let Some(work) = ovl.writable_work() {
+            let ignored = crate::layer::reopen_dir(&work.fd).and_then(|fd| {
+                fanotify::ignore_dir(group.as_fd(), fd.as_fd(), EVENTS)
+                    .map_err(crate::ovl::io_errno)
+            });
+            if let Err(e) = ignored {
+                tracing::debug!(?e, "work dir events not ignored");
+            }
+        }
         ovl.watch.on.store(true, Ordering::Release);
         tracing::debug!("upper-layer watch on");
         if let Some(root) = ovl.nodes.get(crate::export::ROOT_ID) {

@@ -26,6 +26,9 @@ const FAN_REPORT_DIR_FID: u32 = 0x0000_0400;
 const FAN_REPORT_NAME: u32 = 0x0000_0800;
 const FAN_MARK_ADD: u32 = 0x0000_0001;
 const FAN_MARK_FILESYSTEM: u32 = 0x0000_0100;
+const FAN_MARK_IGNORED_SURV_MODIFY: u32 = 0x0000_0040;
+const FAN_MARK_IGNORE: u32 = 0x0000_0400;
+const FAN_EVENT_ON_CHILD: u64 = 0x0800_0000;
 const FAN_EVENT_INFO_TYPE_DFID_NAME: u8 = 2;
 const METADATA_LEN: usize = 24;
 
@@ -55,6 +58,24 @@ pub fn mark_filesystem(group: BorrowedFd, dir: BorrowedFd, mask: u64) -> io::Res
             group.as_raw_fd(),
             FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
             mask,
+            dir.as_raw_fd(),
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ignores the events in `mask` on directory `dir` and its children (kernel 6.0+).
+pub fn ignore_dir(group: BorrowedFd, dir: BorrowedFd, mask: u64) -> io::Result<()> {
+    // SAFETY: as in `mark_filesystem`: live fds, NULL pathname, no pointers written.
+    let r = unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            FAN_MARK_ADD | FAN_MARK_IGNORE | FAN_MARK_IGNORED_SURV_MODIFY,
+            mask | FAN_EVENT_ON_CHILD,
             dir.as_raw_fd(),
             std::ptr::null(),
         )
