@@ -1,7 +1,8 @@
 //! Mounting the FUSE file system.
 //!
 //! As root plyfs makes the mount(2) call itself, so /proc/mounts shows the type `fuse.plyfs`
-//! (xfstests and `mount -t fuse.plyfs` find mounts by it; fuser's own direct mount says `fuse`),
+//! (`umount -t fuse.plyfs`, findmnt and podman's checks go by it; stock xfstests wants `fuse`
+//! and gets it from the `df` wrapper in xfstests-config; fuser's own direct mount says `fuse`),
 //! then hands the /dev/fuse fd to a fuser session. Without privilege, fuser runs fusermount3,
 //! which sets the same type from the `subtype=` option.
 //!
