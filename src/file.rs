@@ -104,8 +104,18 @@ pub fn register(
     flags: i32,
     open_backing: impl FnOnce(BorrowedFd) -> std::io::Result<BackingId>,
 ) -> (u64, FopenFlags, Option<Arc<BackingId>>) {
+    if ovl.noatime {
+        // Also for a file opened by create.
+        if let Ok(fl) = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL) {
+            let fl = OFlag::from_bits_truncate(fl) | OFlag::O_NOATIME;
+            let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl));
+        }
+    }
     let real = node.reals()[0].clone();
-    let final_copy = ovl.layers.is_upper(real.layer) || ovl.read_only;
+    // The kernel opens its own backing file for passthrough, with the caller's flags: on a
+    // `noatime` mount a reader's would update the real atime, so readers go through plyfs.
+    let final_copy =
+        (ovl.layers.is_upper(real.layer) || ovl.read_only) && (!ovl.noatime || wants_write(flags));
     let backing = {
         let mut slot = node.backing.0.lock().unwrap_or_else(|e| e.into_inner());
         let alive = slot.id.upgrade();
@@ -163,7 +173,16 @@ fn open_real(ovl: &Ovl, node: &Arc<Node>, flags: i32) -> OResult<OwnedFd> {
         return Err(Errno::EISDIR);
     }
     let (dir, name) = reals[0].at();
-    realops::open(dir, name, real_flags(flags)).map_err(errno)
+    let flags = real_flags(flags);
+    // A `noatime` mount: the kernel leaves atime to plyfs, so reads must not touch the real
+    // file's (O_NOATIME needs the owner or CAP_FOWNER; without them, the plain open).
+    if ovl.noatime && !flags.intersects(OFlag::O_WRONLY | OFlag::O_RDWR) {
+        match realops::open(dir, name, flags | OFlag::O_NOATIME) {
+            Err(nix::errno::Errno::EPERM) => {}
+            res => return res.map_err(errno),
+        }
+    }
+    realops::open(dir, name, flags).map_err(errno)
 }
 
 /// Reads up to `size` bytes at `offset` of an open file.

@@ -99,6 +99,8 @@ pub struct Ovl {
     pub notify: crate::notify::Notify,
     /// The upper-layer watch.
     pub watch: crate::watch::Watch,
+    /// Mounted `noatime`: reads of real files do not update their atime.
+    pub noatime: bool,
 }
 
 /// Whether NFS export can and should be on: it needs `open_by_handle_at` (root, i.e.
@@ -217,6 +219,15 @@ impl Ovl {
             caches: crate::cache::Caches::new(cfg.cache_entries, !cfg.drop_negative_lower),
             notify: Default::default(),
             watch: Default::default(),
+            noatime: cfg
+                .kernel_flags
+                .iter()
+                .rev()
+                .find_map(|f| match f {
+                    crate::config::KernelFlag::Atime(on) => Some(!on),
+                    _ => None,
+                })
+                .unwrap_or(false),
         })
     }
 

@@ -380,16 +380,25 @@ impl PlyMount {
         self.mnt.join(p)
     }
 
-    /// Unmounts now and asserts the daemon exits within 5 s.
+    /// Unmounts now and asserts the daemon exits within 10 s (it takes milliseconds; a loaded
+    /// machine has been seen to need more than 5, so a slow exit is reported, not failed).
     pub fn unmount(mut self) {
         let ok = unmount(&self.mnt);
         let pids = std::mem::take(&mut self.pids);
         assert!(ok, "{} still mounted after umount", self.mnt.display());
+        let start = Instant::now();
         assert!(
-            wait_pids_gone(&pids, Duration::from_secs(5)),
-            "plyfs daemon {pids:?} still alive 5 s after umount of {}",
+            wait_pids_gone(&pids, Duration::from_secs(10)),
+            "plyfs daemon {pids:?} still alive 10 s after umount of {}",
             self.mnt.display()
         );
+        if start.elapsed() > Duration::from_secs(2) {
+            eprintln!(
+                "note: plyfs daemon took {:?} to exit after umount of {}",
+                start.elapsed(),
+                self.mnt.display()
+            );
+        }
     }
 }
 
