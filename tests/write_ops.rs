@@ -955,3 +955,45 @@ fn reused_inode_numbers_are_new_objects() {
         m.unmount();
     }
 }
+
+/// On a `noatime` mount, reading a file does not change its atime (xfstests generic/120), as on
+/// the kernel's overlay; for a lower file and for an upper one (which plyfs may pass through).
+#[test]
+fn noatime_mounts_keep_atime() {
+    let test = "noatime_mounts_keep_atime";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    for kernel in [true, false] {
+        let l = Layers::build("demo", &[]);
+        let (km, pm);
+        let mnt = if kernel {
+            km = KernelMount::new(&format!("{},noatime", kopts(&l)));
+            km.mnt.clone()
+        } else {
+            pm = PlyMount::new(&format!("{},noatime", l.opts));
+            pm.mnt.clone()
+        };
+        fs::write(mnt.join("upper-file"), "upper").unwrap();
+        let mut got = Vec::new();
+        for name in ["upper-file", "etc/hostname"] {
+            let p = mnt.join(name);
+            let old = nix::sys::time::TimeSpec::new(1_000_000, 0);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &p,
+                &old,
+                &nix::sys::time::TimeSpec::UTIME_OMIT,
+                nix::sys::stat::UtimensatFlags::FollowSymlink,
+            )
+            .unwrap();
+            fs::read(&p).unwrap();
+            got.push((name, fs::metadata(&p).unwrap().atime()));
+        }
+        seen.push(got);
+    }
+    assert_eq!(seen[1], seen[0], "plyfs vs kernel");
+    assert!(seen[0].iter().all(|(_, a)| *a == 1_000_000));
+}
