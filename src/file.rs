@@ -113,9 +113,9 @@ pub fn register(
     }
     let real = node.reals()[0].clone();
     // The kernel opens its own backing file for passthrough, with the caller's flags: on a
-    // `noatime` mount a reader's would update the real atime, so readers go through plyfs.
-    let final_copy =
-        (ovl.layers.is_upper(real.layer) || ovl.read_only) && (!ovl.noatime || wants_write(flags));
+    // `noatime` mount a reader's would update the real atime, so I/O goes through plyfs there
+    // (for writers too: a reader would have to share a writer's backing file).
+    let final_copy = (ovl.layers.is_upper(real.layer) || ovl.read_only) && !ovl.noatime;
     let backing = {
         let mut slot = node.backing.0.lock().unwrap_or_else(|e| e.into_inner());
         let alive = slot.id.upgrade();
