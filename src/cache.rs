@@ -26,7 +26,7 @@ use crate::namei::Probe as Cached;
 use crate::node::Node;
 
 /// The default `cache_entries`.
-pub const DEFAULT_ENTRIES: usize = 65536;
+pub const DEFAULT_ENTRIES: usize = 16384;
 
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
@@ -122,10 +122,10 @@ impl Caches {
     /// current version that does not hold it).
     pub fn known_missing(&self, dir: &Node, name: &[u8]) -> bool {
         let complete = {
-            let mut guard = dir.complete.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = dir.dir().complete.lock().unwrap_or_else(|e| e.into_inner());
             if guard
                 .as_ref()
-                .is_some_and(|c| c.version != dir.version.load(Ordering::Acquire))
+                .is_some_and(|c| c.version != dir.dir().version.load(Ordering::Acquire))
             {
                 // Out of date: give its names back now.
                 guard.take();
@@ -160,6 +160,7 @@ impl Caches {
             if let Some(node) = weak.upgrade() {
                 // Prune before forgetting: the directory stops being complete, then its names go.
                 let old = node
+                    .dir()
                     .complete
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -176,10 +177,10 @@ impl Caches {
             names,
             held: self.complete_names.clone(),
         });
-        if dir.version.load(Ordering::Acquire) != version {
+        if dir.dir().version.load(Ordering::Acquire) != version {
             return; // changed while listed: dropping `complete` gives its names back
         }
-        *dir.complete.lock().unwrap_or_else(|e| e.into_inner()) = Some(complete);
+        *dir.dir().complete.lock().unwrap_or_else(|e| e.into_inner()) = Some(complete);
         lru.put(dir.id, Arc::downgrade(dir));
     }
 
@@ -259,7 +260,7 @@ mod tests {
         // 3 + 2 names fill the budget: a third directory evicts the least recent one first.
         let b = dir(12);
         c.set_complete(&b, 0, [&b"m"[..], b"n"].into_iter());
-        assert!(a.complete.lock().unwrap().is_none(), "pruned");
+        assert!(a.dir().complete.lock().unwrap().is_none(), "pruned");
         assert!(c.known_missing(&b, b"nope"));
         assert_eq!(c.complete_names.load(Ordering::Relaxed), 4);
         drop(b);
@@ -275,7 +276,7 @@ mod tests {
             [&b"1"[..], b"2", b"3", b"4", b"5", b"6"].into_iter(),
         );
         assert!(
-            big.complete.lock().unwrap().is_none(),
+            big.dir().complete.lock().unwrap().is_none(),
             "larger than the budget"
         );
     }

@@ -213,7 +213,7 @@ Options:
   volatile, fsync=0|1, squash_to_root, squash_to_uid=N, squash_to_gid=N
   uidmapping=C:H:N[:C:H:N...], gidmapping=...   id mapping (containers-storage form)
   drop_negative_lower    do not keep negative lookups of lower layers
-  cache_entries=N        bound of the daemon's lookup caches, in entries (default 65536)
+  cache_entries=N        bound of the daemon's lookup caches, in entries (default 16384)
   allow_other, allow_root, default_permissions, ro, rw, fsname=NAME, subtype=NAME
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime (passed to the kernel)
   -f                     stay in the foreground

@@ -386,9 +386,14 @@ pub fn rename(
     } else {
         (newparent, parent)
     };
-    let _first = first.names.write().unwrap_or_else(|e| e.into_inner());
-    let _second =
-        (first.id != second.id).then(|| second.names.write().unwrap_or_else(|e| e.into_inner()));
+    let _first = first.dir().names.write().unwrap_or_else(|e| e.into_inner());
+    let _second = (first.id != second.id).then(|| {
+        second
+            .dir()
+            .names
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    });
     ovl.renames.fetch_add(1, Ordering::AcqRel);
     let res = rename_locked(ovl, parent, name, newparent, newname, flags, exchange);
     parent.bump_version();

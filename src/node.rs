@@ -93,16 +93,31 @@ pub struct Node {
     pub backing: crate::file::Backing,
     /// The generation the kernel gets with the id (`export.rs`); fixed for the node's life.
     pub generation: u32,
-    /// A directory's version: bumped by every rename and removal in it, so a walk that
-    /// reconnects a directory (`reconnect.rs`) sees that a name it followed may have moved.
+    /// What only a directory has; `None` for other nodes (most of them: it saves their memory).
+    dir: Option<Box<DirState>>,
+}
+
+/// A directory node's own state.
+#[derive(Default)]
+pub struct DirState {
+    /// Bumped by every change of the directory's names through the mount (and by the
+    /// upper-layer watch), so a walk that reconnects a directory (`reconnect.rs`) sees that a
+    /// name it followed may have moved, and a complete listing (`cache.rs`) that it is stale.
     pub version: AtomicU64,
-    /// A directory's name lock: renames in it hold it exclusively, a reconnecting walk holds
+    /// The name lock: renames in the directory hold it exclusively, a reconnecting walk holds
     /// it shared while it looks a name up in it and checks what it found. Held across real
     /// system calls (never calls into the mount itself); see the lock order above.
     pub names: RwLock<()>,
-    /// A directory's names when its whole listing is known (`cache.rs`).
+    /// The directory's names when its whole listing is known (`cache.rs`).
     pub complete: Mutex<Option<Arc<crate::cache::Complete>>>,
 }
+
+/// The state non-directories share (never changed in a way anyone reads).
+static NOT_A_DIR: DirState = DirState {
+    version: AtomicU64::new(0),
+    names: RwLock::new(()),
+    complete: Mutex::new(None),
+};
 
 impl Node {
     pub fn new(id: u64, kind: FileType, reals: Vec<Real>, parent: u64, name: CString) -> Node {
@@ -115,15 +130,19 @@ impl Node {
             copy_up_lock: Mutex::new(()),
             backing: Default::default(),
             generation: 0,
-            version: AtomicU64::new(0),
-            names: RwLock::new(()),
-            complete: Mutex::new(None),
+            dir: (kind == FileType::Directory).then(Box::default),
         }
+    }
+
+    /// A directory's own state (a shared, unused one for other nodes).
+    pub fn dir(&self) -> &DirState {
+        self.dir.as_deref().unwrap_or(&NOT_A_DIR)
     }
 
     /// Notes a change of the names in this directory.
     pub fn bump_version(&self) {
-        self.version
+        self.dir()
+            .version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 

@@ -274,7 +274,10 @@ pub fn listing_for(
         Some(l) if offset != 0 => Ok(l.clone()),
         _ => {
             // Only this handle's own lock is held: a directory handle is read by one opener.
-            let version = node.version.load(std::sync::atomic::Ordering::Acquire);
+            let version = node
+                .dir()
+                .version
+                .load(std::sync::atomic::Ordering::Acquire);
             let l = Arc::new(merged_listing(ovl, node)?);
             // The whole listing is known now: the directory is complete (cache.rs).
             ovl.caches.set_complete(

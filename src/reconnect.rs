@@ -197,9 +197,9 @@ fn walk<'a>(ovl: &'a Ovl, id: u64, fs: u8, handle: &FileHandle) -> Result<Held<'
     tracing::debug!(id, steps = steps.len(), "walking down");
     let mut cur = Held::counted(ovl, ovl.nodes.hold(ROOT_ID).ok_or(Miss::Stale)?);
     for step in steps.iter().rev() {
-        let version = cur.version.load(Ordering::Acquire);
+        let version = cur.dir().version.load(Ordering::Acquire);
         let child = {
-            let _names = cur.names.read().unwrap_or_else(|e| e.into_inner());
+            let _names = cur.dir().names.read().unwrap_or_else(|e| e.into_inner());
             crate::namei::lookup(ovl, &cur, OsStr::from_bytes(step.name.as_bytes()))
                 .ok()
                 .flatten()
@@ -216,7 +216,7 @@ fn walk<'a>(ovl: &'a Ovl, id: u64, fs: u8, handle: &FileHandle) -> Result<Held<'
         }
         match child {
             Some(child) if merges_step => cur = child,
-            _ if cur.version.load(Ordering::Acquire) != version => return Err(Miss::Raced),
+            _ if cur.dir().version.load(Ordering::Acquire) != version => return Err(Miss::Raced),
             _ => return Err(raced_or_stale()),
         }
     }
