@@ -119,7 +119,12 @@ pub fn make(
     }
     let pst = nix::sys::stat::fstat(udir.as_fd()).map_err(errno)?;
     let setgid_dir = pst.st_mode & libc::S_ISGID != 0;
-    let gid = if setgid_dir { pst.st_gid } else { caller.gid };
+    // Stored ids: the directory's gid as it is, the caller's through the owner mapping.
+    let gid = if setgid_dir {
+        pst.st_gid
+    } else {
+        ovl.ids.store_gid(caller.gid)
+    };
     let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
     let parent_default = crate::xattr::read_all(udir.as_fd(), c"", crate::acl::DEFAULT)
         .map_err(crate::ovl::io_errno)?;
@@ -160,7 +165,7 @@ pub fn make(
                 return Ok(None);
             }
         };
-        realops::chown(wd, &tmp, Some(caller.uid), Some(gid)).map_err(errno)?;
+        realops::chown(wd, &tmp, Some(ovl.ids.store_uid(caller.uid)), Some(gid)).map_err(errno)?;
         if let Some(acl) = acl {
             realops::chmod(wd, &tmp, acl.mode & 0o7777).map_err(errno)?;
             for (name, value) in [

@@ -217,12 +217,6 @@ impl Filesystem for PlyFs {
         Ok(())
     }
 
-    fn destroy(&mut self) {
-        if let Some(record) = &self.ovl.record {
-            record.sync();
-        }
-    }
-
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         tracing::debug!(parent = parent.0, ?name, "lookup");
         match self.lookup_entry(parent, name) {
@@ -245,7 +239,11 @@ impl Filesystem for PlyFs {
         let res = self.ovl.node(ino.0).and_then(|n| match fh {
             // An open file answers from its fd, also after it was unlinked.
             Some(fh) if n.kind == FileType::RegularFile => file::fstat(&self.ovl, fh.0)
-                .map(|st| inode::attr(n.id, &st, false))
+                .map(|st| {
+                    let mut a = inode::attr(n.id, &st, false);
+                    self.ovl.ids.present(&mut a);
+                    a
+                })
                 .or_else(|_| inode::getattr(&self.ovl, &n)),
             _ => inode::getattr(&self.ovl, &n),
         });

@@ -90,6 +90,7 @@ pub fn getattr(ovl: &crate::ovl::Ovl, node: &Node) -> OResult<FileAttr> {
     let merged = node.kind == FileType::Directory && reals.len() > 1;
     let mut a = attr(node.id, &st, merged);
     a.nlink = nlink(ovl, &reals[0], &st, merged);
+    ovl.ids.present(&mut a);
     Ok(a)
 }
 
@@ -137,7 +138,11 @@ pub fn setattr(
     let reals = node.reals();
     let (dir, name) = reals[0].at();
     if a.uid.is_some() || a.gid.is_some() {
-        realops::chown(dir, name, a.uid, a.gid).map_err(errno)?;
+        let (uid, gid) = (
+            a.uid.map(|u| ovl.ids.store_uid(u)),
+            a.gid.map(|g| ovl.ids.store_gid(g)),
+        );
+        realops::chown(dir, name, uid, gid).map_err(errno)?;
     }
     if let Some(mode) = a.mode {
         if node.kind != FileType::Symlink {

@@ -9,6 +9,7 @@ pub mod dir;
 pub mod export;
 pub mod file;
 pub mod fs;
+pub mod idmap;
 pub mod index;
 pub mod inode;
 pub mod layer;

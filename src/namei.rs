@@ -387,6 +387,7 @@ pub fn lookup(
     let merged = found.kind == FileType::Directory && found.reals.len() > 1;
     let mut attr = inode::attr(id, &found.stat, merged);
     attr.nlink = inode::nlink(ovl, &found.reals[0], &found.stat, merged);
+    ovl.ids.present(&mut attr);
     let mut node = Node::new(id, found.kind, Vec::new(), parent.id, cname(name)?);
     let (generation, top) = crate::export::generation(ovl, id, &found.reals);
     let known = ovl.nodes.get(id);

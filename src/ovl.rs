@@ -101,6 +101,8 @@ pub struct Ovl {
     pub watch: crate::watch::Watch,
     /// Mounted `noatime`: reads of real files do not update their atime.
     pub noatime: bool,
+    /// Owner mapping and squashing (`idmap.rs`).
+    pub ids: crate::idmap::IdMap,
 }
 
 /// Whether NFS export can and should be on: it needs `open_by_handle_at` (root, i.e.
@@ -228,6 +230,7 @@ impl Ovl {
                     _ => None,
                 })
                 .unwrap_or(false),
+            ids: crate::idmap::IdMap::new(cfg),
         })
     }
 

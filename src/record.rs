@@ -12,7 +12,9 @@
 //! Invariants: a slot is written with one `pwrite` (64 bytes, inside one page) before the id it
 //! describes is handed to the kernel, and before a rename moves the object, so a `kill -9` at
 //! any moment leaves every handed-out id resolvable (the data is in the page cache; `sync` makes
-//! it durable against a power loss, which `destroy` and `fsync` requests do). A slot is only a
+//! it durable against a power loss, which fsync requests do; unmount does not wait for it: an
+//! fdatasync on a busy ext4 waits for everyone's dirty data, and held the daemon's exit for
+//! more than 10 s on a loaded machine). A slot is only a
 //! hint: whatever it leads to is checked against the id (`reconnect.rs`), so a stale or torn
 //! slot gives ESTALE, never another object. Without a work dir (a read-only mount) the record
 //! lives in a memfd: ids survive the kernel forgetting them, not a restart. No lock: positional

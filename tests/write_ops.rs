@@ -997,3 +997,47 @@ fn noatime_mounts_keep_atime() {
     assert_eq!(seen[1], seen[0], "plyfs vs kernel");
     assert!(seen[0].iter().all(|(_, a)| *a == 1_000_000));
 }
+
+/// `uidmapping=`/`gidmapping=` (containers-storage form) show stored container ids as host
+/// ids and store a chown's host ids back as container ids; `squash_to_root` and
+/// `squash_to_uid`/`squash_to_gid` show every object as owned by one id and store nothing.
+#[test]
+fn owner_mapping_and_squashing() {
+    let test = "owner_mapping_and_squashing";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let l = Layers::build("demo", &[]);
+    let upper = l.upper.clone();
+    let owner = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    {
+        let m = PlyMount::new(&format!(
+            "{},uidmapping=:0:1000:1:1:200000:65536,gidmapping=:0:1000:1:1:200000:65536",
+            l.opts
+        ));
+        assert_eq!(owner(&m.path("etc/passwd")), (1000, 1000), "stored 0:0");
+        assert_eq!(owner(&m.path("etc/shadow")), (1000, 200041), "stored 0:42");
+        chown(&m.path("etc/hostname"), 200005, 1000).unwrap();
+        assert_eq!(owner(&m.path("etc/hostname")), (200005, 1000));
+        assert_eq!(
+            owner(&upper.join("etc/hostname")),
+            (6, 0),
+            "stored as container ids: host 200005 is container 6"
+        );
+        m.unmount();
+    }
+    {
+        let m = PlyMount::new(&format!("{},squash_to_root", l.opts));
+        assert_eq!(owner(&m.path("etc/hostname")), (0, 0));
+        assert_eq!(owner(&m.path("etc/shadow")), (0, 0));
+        m.unmount();
+    }
+    let m = PlyMount::new(&format!("{},squash_to_uid=33,squash_to_gid=44", l.opts));
+    assert_eq!(owner(&m.path("etc/passwd")), (33, 44));
+    assert_eq!(owner(&upper.join("etc/hostname")), (6, 0), "nothing stored");
+    m.unmount();
+}
