@@ -6,6 +6,13 @@
 //! notification sent from inside a request handler, or under a lock a handler needs, can
 //! deadlock against the kernel, which may be waiting for that handler). Before the session is
 //! up (and in unit tests) queued invalidations wait in the channel.
+//!
+//! Hazard: the kernel takes the directory's inode lock, uninterruptibly, to drop an entry. If
+//! the daemon is killed while such a notification waits for a lock that a process holds while
+//! it waits for a reply from this daemon, the notifying thread never dies, so /dev/fuse stays
+//! open and both wait for ever (until `echo 1 > /sys/fs/fuse/connections/N/abort`). So entries
+//! are only invalidated for names that another program changed in the upper dir; attribute
+//! invalidations (the common case: writes through passthrough files) take no lock.
 
 use std::ffi::OsString;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -17,7 +24,7 @@ use fuser::INodeNo;
 pub enum Inval {
     /// Drop the kernel's entry (positive or negative) for `name` in directory `parent`.
     Entry { parent: u64, name: OsString },
-    /// Drop the kernel's cached attributes (and data, listing) of `ino`.
+    /// Drop the kernel's cached attributes of `ino`.
     Inode { ino: u64 },
 }
 
@@ -54,7 +61,8 @@ impl Notify {
                         Inval::Entry { parent, name } => {
                             notifier.inval_entry(INodeNo(*parent), name)
                         }
-                        Inval::Inode { ino } => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                        // Attributes only (offset -1): no page locks.
+                        Inval::Inode { ino } => notifier.inval_inode(INodeNo(*ino), -1, 0),
                     };
                     // ENOENT: the kernel did not have it cached, which is fine.
                     match res {

@@ -29,6 +29,9 @@ use crate::sys::fanotify::{self, Event};
 use crate::sys::handle::{name_to_handle_at, FileHandle};
 
 const AT_HANDLE_FID: libc::c_int = 0x200;
+/// Events that change a directory's names.
+const ENTRY_EVENTS: u64 =
+    fanotify::FAN_CREATE | fanotify::FAN_DELETE | fanotify::FAN_MOVED_FROM | fanotify::FAN_MOVED_TO;
 const EVENTS: u64 = fanotify::FAN_CREATE
     | fanotify::FAN_DELETE
     | fanotify::FAN_MOVED_FROM
@@ -161,12 +164,23 @@ impl Watch {
             return;
         };
         tracing::debug!(dir = id, name = ?String::from_utf8_lossy(&ev.name), mask = ev.mask, "changed underneath");
-        dir.bump_version();
-        if !ev.name.is_empty() {
-            ovl.notify.queue(Inval::Entry {
-                parent: id,
-                name: std::os::unix::ffi::OsStringExt::from_vec(ev.name),
-            });
+        let name: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(ev.name);
+        if ev.mask & ENTRY_EVENTS != 0 {
+            // A name came or went: the entry (positive or negative) and the listing are stale.
+            dir.bump_version();
+            if !name.is_empty() {
+                ovl.notify.queue(Inval::Entry { parent: id, name });
+            }
+        } else if !name.is_empty() {
+            // Content or attributes of a child (also a write through a passthrough file, which
+            // the kernel does as the writer): only the child's attributes, which takes no lock
+            // (an entry invalidation takes the directory's, see notify.rs).
+            if let Ok(Some(found)) = crate::namei::find(ovl, &dir, &name) {
+                let child = ovl.id_of_reals(found.kind, &found.reals);
+                if ovl.nodes.get(child).is_some() {
+                    ovl.notify.queue(Inval::Inode { ino: child });
+                }
+            }
         }
         ovl.notify.queue(Inval::Inode { ino: id });
     }
