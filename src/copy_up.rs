@@ -105,10 +105,27 @@ fn copy_up_at(
     let work = ovl.writable_work().ok_or(Errno::EROFS)?;
     copy_up(ovl, parent)?;
     let upper_dir = parent.reals()[0].dir_fd().ok_or(Errno::EIO)?.clone();
+    // A copy-up is no change of the directory: its times are put back afterwards, as the
+    // kernel's ovl_copy_up_one does (else a remount shows the directory as just modified).
+    let pstat = nix::sys::stat::fstat(upper_dir.as_fd()).map_err(errno)?;
+    let restore_times = || {
+        let t = |s, ns| nix::sys::time::TimeSpec::new(s, ns);
+        let res = realops::utimens(
+            upper_dir.as_fd(),
+            c"",
+            &t(pstat.st_atime, pstat.st_atime_nsec),
+            &t(pstat.st_mtime, pstat.st_mtime_nsec),
+        );
+        if let Err(e) = res {
+            tracing::debug!(%e, "directory times not restored after copy-up");
+        }
+    };
     let src = &reals[0];
     if src.alias {
         // The upper copy exists in the index: link it in at this name.
-        return Ok(vec![crate::index::link_up(ovl, src, &upper_dir, name)?]);
+        let linked = crate::index::link_up(ovl, src, &upper_dir, name)?;
+        restore_times();
+        return Ok(vec![linked]);
     }
     let st = src.stat().map_err(errno)?;
     let tmp = work.temp_name();
@@ -146,6 +163,7 @@ fn copy_up_at(
         tracing::warn!(?name, ?e, "copy-up failed");
         return Err(e);
     }
+    restore_times();
     let loc = if kind == FileType::Directory {
         Loc::Dir(Arc::new(open_dir(upper_dir.as_fd(), name).map_err(errno)?))
     } else {

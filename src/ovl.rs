@@ -105,6 +105,32 @@ pub struct Ovl {
     pub ids: crate::idmap::IdMap,
 }
 
+/// Whether plyfs may use `trusted.*` xattrs. Not in a user namespace (rootless podman runs
+/// plyfs as its uid 0, without CAP_SYS_ADMIN in the initial namespace): there it falls back to
+/// `user.overlay.*`, as fuse-overlayfs does, instead of failing every change with EPERM. With a
+/// work dir, a probe xattr decides; without one, whether the process is in a user namespace.
+fn trusted_xattrs_work(cfg: &Config) -> bool {
+    let probe = c"trusted.overlay.plyfs-probe";
+    let answer = match cfg.work.as_deref().filter(|_| !cfg.is_read_only()) {
+        Some(w) => match std::fs::File::open(w) {
+            Ok(dir) => {
+                let fd = AsFd::as_fd(&dir);
+                let ok = crate::realops::set_xattr(fd, c"", probe, b"y", 0).is_ok();
+                let _ = crate::realops::remove_xattr(fd, c"", probe);
+                ok
+            }
+            Err(_) => true, // the work dir's own checks report it
+        },
+        None => std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(true),
+    };
+    if !answer && !cfg.userxattr {
+        tracing::info!("trusted.* xattrs are not allowed here: using user.overlay.* (userxattr)");
+    }
+    answer
+}
+
 /// Whether NFS export can and should be on: it needs `open_by_handle_at` (root, i.e.
 /// `CAP_DAC_READ_SEARCH`) and file handles on every layer. On by default where it works;
 /// `nfs_export=on` where it cannot work is an error, `nfs_export=off` turns it off.
@@ -138,7 +164,7 @@ fn export_on(cfg: &Config, layers: &Layers) -> Result<bool> {
 impl Ovl {
     pub fn new(cfg: &Config) -> Result<Ovl> {
         let layers = Layers::open(cfg)?;
-        let xattrs = OvlXattrs::new(cfg.userxattr);
+        let xattrs = OvlXattrs::new(cfg.userxattr || !trusted_xattrs_work(cfg));
         let mut reals = Vec::new();
         let mut roots = Vec::new();
         for l in &layers.all {

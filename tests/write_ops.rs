@@ -1041,3 +1041,90 @@ fn owner_mapping_and_squashing() {
     assert_eq!(owner(&upper.join("etc/hostname")), (6, 0), "nothing stored");
     m.unmount();
 }
+
+/// A copy-up does not change its directory's times, in the view or in the upper dir, after a
+/// remount too (as the kernel's overlay; podman diff and commit read them).
+#[test]
+fn copy_up_keeps_the_directory_times() {
+    let test = "copy_up_keeps_the_directory_times";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    for kernel in [true, false] {
+        let l = Layers::build("demo", &[]);
+        let old = nix::sys::time::TimeSpec::new(1_500_000_000, 0);
+        for d in ["etc", "usr/lib"] {
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &l.lowers[0].join(d),
+                &old,
+                &old,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        }
+        let mnt_times = |mnt: &Path| {
+            ["etc", "usr/lib"]
+                .map(|d| fs::metadata(mnt.join(d)).unwrap().mtime())
+                .to_vec()
+        };
+        let (km, pm);
+        let mnt = if kernel {
+            km = KernelMount::new(&kopts(&l));
+            km.mnt.clone()
+        } else {
+            pm = PlyMount::new(&l.opts);
+            pm.mnt.clone()
+        };
+        chmod(&mnt.join("etc/hostname"), 0o600).unwrap();
+        append(&mnt.join("usr/lib/libz.so.1.2.13"), b"x").unwrap();
+        let upper = ["etc", "usr/lib"]
+            .map(|d| fs::metadata(l.upper.join(d)).unwrap().mtime())
+            .to_vec();
+        seen.push((mnt_times(&mnt), upper));
+    }
+    assert_eq!(seen[1], seen[0], "plyfs vs kernel");
+    assert_eq!(seen[0].1, vec![1_500_000_000; 2]);
+}
+
+/// In a user namespace (rootless podman runs plyfs as its uid 0 there), trusted.* xattrs are
+/// not allowed: plyfs falls back to user.overlay.* by itself, and changes in lower dirs work.
+#[test]
+fn user_namespace_falls_back_to_user_xattrs() {
+    let test = "user_namespace_falls_back_to_user_xattrs";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let l = Layers::build("demo", &[]);
+    let mnt = TempDir::new("userns");
+    let script = format!(
+        "{PLYFS} -o {opts} {m} && ln -s /proc/mounts {m}/etc/x && echo more >> {m}/etc/group \
+         && rm {m}/etc/os-release && tail -1 {m}/etc/group; r=$?; umount {m}; exit $r",
+        opts = l.opts,
+        m = mnt.path.display()
+    );
+    let out = run_bounded(
+        std::process::Command::new("unshare").args(["-Urm", "sh", "-c", &script]),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "in a user namespace: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(out.stdout, "more\n");
+    let impure = xattr::get(l.upper.join("etc"), "user.overlay.impure").unwrap();
+    assert_eq!(
+        impure.as_deref(),
+        Some(&b"y"[..]),
+        "user.overlay.* in the upper dir"
+    );
+    let st = fs::symlink_metadata(l.upper.join("etc/os-release")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()),
+        "a whiteout"
+    );
+}
