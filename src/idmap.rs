@@ -54,6 +54,21 @@ impl IdMap {
         }
     }
 
+    /// Without the id mapping: containers-storage passes `uidmapping=` also when it mounted
+    /// the lower layers idmapped already (podman run --uidmap as root); mapping again would show
+    /// every file as 65534 (fuse-overlayfs 1.10 breaks that way).
+    pub fn without_mapping(self) -> IdMap {
+        IdMap {
+            uids: Vec::new(),
+            gids: Vec::new(),
+            ..self
+        }
+    }
+
+    pub fn maps_ids(&self) -> bool {
+        !self.uids.is_empty() || !self.gids.is_empty()
+    }
+
     /// Rewrites the owner of attributes read from a layer into the one the mount shows.
     pub fn present(&self, attr: &mut FileAttr) {
         attr.uid = self

@@ -96,6 +96,33 @@ impl Layers {
     }
 }
 
+/// Whether the mount `fd` is on is an idmapped mount (`idmapped` among its mount options in
+/// /proc/self/mountinfo, found by the `mnt_id` of the fd).
+pub fn is_idmapped(fd: BorrowedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .unwrap_or_default();
+    let Some(mnt_id) = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .map(|v| v.trim().to_string())
+    else {
+        return false;
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mount_is_idmapped(&mountinfo, &mnt_id)
+}
+
+/// Whether mount `mnt_id` of a /proc/self/mountinfo text has the `idmapped` mount option.
+fn mount_is_idmapped(mountinfo: &str, mnt_id: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.first() == Some(&mnt_id)
+            && f.get(5)
+                .is_some_and(|opts| opts.split(',').any(|o| o == "idmapped"))
+    })
+}
+
 /// Opens directory `name` in directory `dir` as an `O_PATH` fd without following a symlink.
 pub fn open_dir(dir: BorrowedFd, name: &CStr) -> nix::Result<OwnedFd> {
     openat(
@@ -132,4 +159,22 @@ pub fn reopen(fd: BorrowedFd, flags: OFlag) -> nix::Result<OwnedFd> {
 pub fn proc_path(fd: BorrowedFd) -> String {
     use std::os::fd::AsRawFd;
     format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn idmapped_mounts_from_mountinfo() {
+        let info = "24 27 0:6 / /dev rw,relatime - devtmpfs devtmpfs rw\n\
+            312 29 254:0 /var/lib/c/l /var/lib/c/mapped/0/l ro,relatime,idmapped - ext4 /dev/vda rw\n";
+        assert!(super::mount_is_idmapped(info, "312"));
+        assert!(!super::mount_is_idmapped(info, "24"));
+        assert!(!super::mount_is_idmapped(info, "31"), "whole ids only");
+        use std::os::fd::AsFd;
+        let here = std::fs::File::open(".").unwrap();
+        assert!(
+            !super::is_idmapped(here.as_fd()),
+            "the build dir is no idmapped mount"
+        );
+    }
 }

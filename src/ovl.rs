@@ -215,6 +215,23 @@ impl Ovl {
             }
             false => None,
         };
+        let ids = {
+            let ids = crate::idmap::IdMap::new(cfg);
+            let idmapped = layers
+                .all
+                .iter()
+                .find(|l| crate::layer::is_idmapped(l.root.as_fd()));
+            match idmapped {
+                Some(l) if ids.maps_ids() => {
+                    tracing::info!(
+                        layer = %l.path.display(),
+                        "layers on idmapped mounts: uidmapping/gidmapping not applied again"
+                    );
+                    ids.without_mapping()
+                }
+                _ => ids,
+            }
+        };
         let nodes = NodeTable::default();
         nodes.insert_root(Node::new(
             ROOT_ID,
@@ -256,7 +273,7 @@ impl Ovl {
                     _ => None,
                 })
                 .unwrap_or(false),
-            ids: crate::idmap::IdMap::new(cfg),
+            ids,
         })
     }
 
