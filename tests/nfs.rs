@@ -9,13 +9,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn ganesha_reexports_plyfs_and_handles_survive_a_restart() {
     let test = "ganesha_reexports_plyfs_and_handles_survive_a_restart";

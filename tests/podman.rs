@@ -11,13 +11,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn podman_and_buildah_with_plyfs_as_mount_program() {
     let test = "podman_and_buildah_with_plyfs_as_mount_program";

@@ -13,22 +13,9 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// xorshift64*: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, xs: &'a [&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
-    }
+/// `Rng::pick` for this test.
+fn pick_of<'a>(rng: &mut Rng, xs: &'a [&'a str]) -> &'a str {
+    xs[rng.below(xs.len())]
 }
 
 /// Names from the demo layers (lower files, dirs, hard links, whiteouts) and new ones.
@@ -75,7 +62,7 @@ enum Op {
 }
 
 fn generate(rng: &mut Rng) -> Op {
-    let p = |rng: &mut Rng| rng.pick(PATHS).to_string();
+    let p = |rng: &mut Rng| pick_of(rng, PATHS).to_string();
     let data = |rng: &mut Rng| {
         let n = rng.below(64);
         (0..n)

@@ -44,6 +44,27 @@ fn kopts(l: &Layers) -> String {
     format!("{},redirect_dir=on", l.opts)
 }
 
+/// A mount of the kernel's overlay or of plyfs over `l`; unmounted when dropped (held only for
+/// that).
+#[allow(dead_code)]
+enum Mounted {
+    Kernel(KernelMount),
+    Ply(PlyMount),
+}
+
+/// Mounts the kernel's overlay (`kernel`) or plyfs over `l`, with `extra` options.
+fn mount_either(kernel: bool, l: &Layers, extra: &str) -> (Mounted, std::path::PathBuf) {
+    if kernel {
+        let m = KernelMount::new(&format!("{}{extra}", kopts(l)));
+        let mnt = m.mnt.clone();
+        (Mounted::Kernel(m), mnt)
+    } else {
+        let m = PlyMount::new(&format!("{}{extra}", l.opts));
+        let mnt = m.mnt.clone();
+        (Mounted::Ply(m), mnt)
+    }
+}
+
 fn run_differential(test: &str, set: &str, ops: &[Op]) {
     if !require_kernel_overlay(test) {
         return;
@@ -702,14 +723,7 @@ fn unprivileged_write_clears_setuid() {
     let mut modes = Vec::new();
     for kernel in [true, false] {
         let l = Layers::build("demo", &[]);
-        let (km, pm);
-        let mnt = if kernel {
-            km = KernelMount::new(&kopts(&l));
-            km.mnt.clone()
-        } else {
-            pm = PlyMount::new(&l.opts);
-            pm.mnt.clone()
-        };
+        let (_mounted, mnt) = mount_either(kernel, &l, "");
         (prep.1)(&mnt).unwrap();
         let before: Vec<u32> = ["bin/su", "bin/wall"]
             .iter()
@@ -800,14 +814,7 @@ fn reader_open_across_copy_up() {
     let mut seen = Vec::new();
     for kernel in [true, false] {
         let l = Layers::build("demo", &[]);
-        let (km, pm);
-        let mnt = if kernel {
-            km = KernelMount::new(&kopts(&l));
-            km.mnt.clone()
-        } else {
-            pm = PlyMount::new(&l.opts);
-            pm.mnt.clone()
-        };
+        let (_mounted, mnt) = mount_either(kernel, &l, "");
         let reader = fs::File::open(mnt.join("etc/hostname")).unwrap();
         let mut before = vec![0u8; 64];
         let n = reader.read_at(&mut before, 0).unwrap();
@@ -853,14 +860,7 @@ fn open_unlinked_files_and_empty_chown() {
     let mut seen = Vec::new();
     for kernel in [true, false] {
         let l = Layers::build("demo", &[]);
-        let (km, pm);
-        let mnt = if kernel {
-            km = KernelMount::new(&kopts(&l));
-            km.mnt.clone()
-        } else {
-            pm = PlyMount::new(&l.opts);
-            pm.mnt.clone()
-        };
+        let (_mounted, mnt) = mount_either(kernel, &l, "");
         let mut got = Vec::new();
         fs::write(mnt.join("new"), b"new file\n").unwrap();
         for name in ["new", "etc/hostname"] {
@@ -968,14 +968,7 @@ fn noatime_mounts_keep_atime() {
     let mut seen = Vec::new();
     for kernel in [true, false] {
         let l = Layers::build("demo", &[]);
-        let (km, pm);
-        let mnt = if kernel {
-            km = KernelMount::new(&format!("{},noatime", kopts(&l)));
-            km.mnt.clone()
-        } else {
-            pm = PlyMount::new(&format!("{},noatime", l.opts));
-            pm.mnt.clone()
-        };
+        let (_mounted, mnt) = mount_either(kernel, &l, ",noatime");
         fs::write(mnt.join("upper-file"), "upper").unwrap();
         let mut got = Vec::new();
         for name in ["upper-file", "etc/hostname"] {
@@ -1070,14 +1063,7 @@ fn copy_up_keeps_the_directory_times() {
                 .map(|d| fs::metadata(mnt.join(d)).unwrap().mtime())
                 .to_vec()
         };
-        let (km, pm);
-        let mnt = if kernel {
-            km = KernelMount::new(&kopts(&l));
-            km.mnt.clone()
-        } else {
-            pm = PlyMount::new(&l.opts);
-            pm.mnt.clone()
-        };
+        let (_mounted, mnt) = mount_either(kernel, &l, "");
         chmod(&mnt.join("etc/hostname"), 0o600).unwrap();
         append(&mnt.join("usr/lib/libz.so.1.2.13"), b"x").unwrap();
         let upper = ["etc", "usr/lib"]
