@@ -81,6 +81,8 @@ pub struct Config {
     pub subtype: Option<String>,
     pub kernel_flags: Vec<KernelFlag>,
     pub drop_negative_lower: bool,
+    /// Watch the upper layer for changes made underneath (`watch.rs`); on by default.
+    pub watch: bool,
     /// Bound of the daemon's lookup caches (`cache.rs`), in entries.
     pub cache_entries: usize,
     pub noxattrs: bool,
@@ -116,6 +118,7 @@ impl Config {
             subtype: None,
             kernel_flags: Vec::new(),
             drop_negative_lower: false,
+            watch: true,
             cache_entries: crate::cache::DEFAULT_ENTRIES,
             noxattrs: false,
         }
@@ -214,6 +217,7 @@ Options:
   uidmapping=C:H:N[:C:H:N...], gidmapping=...   id mapping (containers-storage form)
   drop_negative_lower    do not keep negative lookups of lower layers
   cache_entries=N        bound of the daemon's lookup caches, in entries (default 16384)
+  watch=on|off           pick up changes made in the upper dir underneath the mount (default on)
   allow_other, allow_root, default_permissions, ro, rw, fsname=NAME, subtype=NAME
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime (passed to the kernel)
   -f                     stay in the foreground
@@ -432,6 +436,7 @@ fn apply_option(cfg: &mut Config, opt: &str) -> Result<()> {
                 bail!("option cache_entries= must be at least 1");
             }
         }
+        "watch" => cfg.watch = parse_bool(key, need(key, val)?)?,
         "drop_negative_lower" => {
             flag(val)?;
             cfg.drop_negative_lower = true;

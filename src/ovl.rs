@@ -103,6 +103,8 @@ pub struct Ovl {
     pub noatime: bool,
     /// Owner mapping and squashing (`idmap.rs`).
     pub ids: crate::idmap::IdMap,
+    /// Whether to watch the upper layer (`watch=`).
+    pub watch_upper: bool,
 }
 
 /// Whether plyfs may use `trusted.*` xattrs. Not in a user namespace (rootless podman runs
@@ -274,6 +276,7 @@ impl Ovl {
                 })
                 .unwrap_or(false),
             ids,
+            watch_upper: cfg.watch,
         })
     }
 

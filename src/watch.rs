@@ -59,7 +59,7 @@ fn dir_handle(fd: std::os::fd::BorrowedFd) -> Option<FileHandle> {
 impl Watch {
     /// Starts watching the upper layer of `ovl` (when there is one and the mark is allowed).
     pub fn start(ovl: Arc<Ovl>) {
-        if ovl.read_only || !ovl.layers.has_upper {
+        if ovl.read_only || !ovl.layers.has_upper || !ovl.watch_upper {
             return;
         }
         let group = match fanotify::init() {

@@ -300,3 +300,23 @@ fn lookups_against_invalidations_do_not_deadlock() {
     );
     m.unmount();
 }
+
+/// With `watch=off` nothing tells the kernel: a negative entry it caches stays (the control for
+/// the test above, and what the option promises).
+#[test]
+fn watch_off_leaves_the_kernel_cache_alone() {
+    if !require_root_and_fuse("watch_off_leaves_the_kernel_cache_alone") {
+        return;
+    }
+    let tmp = TempDir::new("cache-nowatch");
+    let opts = layers(&tmp);
+    let m = PlyMount::new(&format!("{opts},watch=off"));
+    assert!(fs::symlink_metadata(m.path("made")).is_err());
+    fs::write(tmp.join("upper/made"), "made underneath").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        fs::symlink_metadata(m.path("made")).is_err(),
+        "the kernel's negative entry was dropped without the watch"
+    );
+    m.unmount();
+}
