@@ -29,6 +29,8 @@ use crate::sys::fanotify::{self, Event};
 use crate::sys::handle::{name_to_handle_at, FileHandle};
 
 const AT_HANDLE_FID: libc::c_int = 0x200;
+/// How long the watch lets events gather between reads.
+const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Events that change a directory's names.
 const ENTRY_EVENTS: u64 =
     fanotify::FAN_CREATE | fanotify::FAN_DELETE | fanotify::FAN_MOVED_FROM | fanotify::FAN_MOVED_TO;
@@ -99,11 +101,17 @@ impl Watch {
                         Err(nix::errno::Errno::EINTR) => continue,
                         Err(e) => return tracing::warn!(%e, "upper-layer watch stopped"),
                     };
+                    // One pass per batch: the same (directory, name, kind of change) once.
+                    let mut seen = std::collections::HashSet::new();
                     for ev in fanotify::parse(&buf[..n]) {
-                        if ev.pid != me {
+                        let key = (ev.dir.clone(), ev.name.clone(), ev.mask & ENTRY_EVENTS != 0);
+                        if ev.pid != me && seen.insert(key) {
                             ovl.watch.event(&ovl, ev);
                         }
                     }
+                    // Let events gather (a busy filesystem sends thousands a second): one
+                    // wake-up per BATCH_DELAY, well within the second a change may take to show.
+                    std::thread::sleep(BATCH_DELAY);
                 }
             });
         if let Err(e) = spawned {
