@@ -760,6 +760,21 @@ impl Filesystem for PlyFs {
         }
     }
 
+    /// Files of the layers are regular files: always ready. ENOSYS tells the kernel so once
+    /// (fuser's default logs a warning for it on every mount).
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let res = self
             .ovl
