@@ -35,6 +35,16 @@ struct Key {
     name: Box<[u8]>,
 }
 
+impl Key {
+    fn new(layer: usize, dir_ino: u64, name: &[u8]) -> Key {
+        Key {
+            layer,
+            dir_ino,
+            name: name.into(),
+        }
+    }
+}
+
 /// Counters, readable through the `plyfs.stats` xattr of the mount's root.
 #[derive(Default)]
 pub struct Stats {
@@ -91,11 +101,7 @@ impl Caches {
 
     /// The cached result of looking `name` up in lower layer `layer`'s directory `dir_ino`.
     pub fn lower_get(&self, layer: usize, dir_ino: u64, name: &[u8]) -> Option<Cached> {
-        let key = Key {
-            layer,
-            dir_ino,
-            name: name.into(),
-        };
+        let key = Key::new(layer, dir_ino, name);
         self.lower
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -107,15 +113,10 @@ impl Caches {
         if matches!(value, Cached::Missing) && !self.keep_negative {
             return;
         }
-        let key = Key {
-            layer,
-            dir_ino,
-            name: name.into(),
-        };
         self.lower
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .put(key, value);
+            .put(Key::new(layer, dir_ino, name), value);
     }
 
     /// Whether `name` is known not to be in directory `dir` (a complete directory at its

@@ -31,7 +31,8 @@ fn to_outer(ranges: &[IdRange], id: u32) -> u32 {
     ranges
         .iter()
         .find(|r| id >= r.inner && id - r.inner < r.count)
-        .map_or(OVERFLOW_ID, |r| r.outer + (id - r.inner))
+        .and_then(|r| r.outer.checked_add(id - r.inner))
+        .unwrap_or(OVERFLOW_ID)
 }
 
 fn to_inner(ranges: &[IdRange], id: u32) -> u32 {
@@ -41,7 +42,8 @@ fn to_inner(ranges: &[IdRange], id: u32) -> u32 {
     ranges
         .iter()
         .find(|r| id >= r.outer && id - r.outer < r.count)
-        .map_or(OVERFLOW_ID, |r| r.inner + (id - r.outer))
+        .and_then(|r| r.inner.checked_add(id - r.outer))
+        .unwrap_or(OVERFLOW_ID)
 }
 
 impl IdMap {

@@ -371,6 +371,14 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     })
 }
 
+/// Whether two real non-directories are reached by the same name in the same directory fd.
+fn same_name(a: &Real, b: &Real) -> bool {
+    match (&a.loc, &b.loc) {
+        (Loc::At(d1, n1), Loc::At(d2, n2)) => a.layer == b.layer && Arc::ptr_eq(d1, d2) && n1 == n2,
+        _ => false,
+    }
+}
+
 /// Looks `name` up in `parent` and returns its node, counting one kernel lookup.
 pub fn lookup(
     ovl: &Ovl,
@@ -388,9 +396,16 @@ pub fn lookup(
     let mut attr = inode::attr(id, &found.stat, merged);
     attr.nlink = inode::nlink(ovl, &found.reals[0], &found.stat, merged);
     ovl.ids.present(&mut attr);
-    let mut node = Node::new(id, found.kind, Vec::new(), parent.id, cname(name)?);
-    let (generation, top) = crate::export::generation(ovl, id, &found.reals);
     let known = ovl.nodes.get(id);
+    // A known node still reached by this very name in this very directory is this object
+    // (plyfs repoints a held node to an fd when its name goes away): no handle to take.
+    let unchanged = known
+        .as_ref()
+        .filter(|k| k.kind == found.kind && same_name(&k.reals()[0], &found.reals[0]));
+    let (generation, top) = match unchanged {
+        Some(k) => (k.generation, None),
+        None => crate::export::generation(ovl, id, &found.reals),
+    };
     // A node still held for an object whose inode number was reused by this one (the kernel has
     // not forgotten the old one yet): this is another object, with the same id.
     let reused = known
@@ -415,8 +430,8 @@ pub fn lookup(
             top,
         ),
     }
+    let mut node = Node::new(id, found.kind, found.reals, parent.id, cname(name)?);
     node.generation = generation;
-    node.set_reals(found.reals);
     let node = if reused {
         tracing::debug!(id, "node id reused by another object");
         ovl.nodes.replace(node)

@@ -240,20 +240,23 @@ fn open_handle(ovl: &Ovl, fs: u8, handle: &FileHandle) -> Option<OwnedFd> {
         .ok()
 }
 
-fn is_layer_root(ovl: &Ovl, st: &FileStat) -> bool {
-    ovl.layers.all.iter().zip(&ovl.roots).any(|(l, root)| {
-        l.dev == st.st_dev && fstat(root.as_fd()).is_ok_and(|r| r.st_ino == st.st_ino)
-    })
-}
-
 /// The steps from real directory `fd` up to (not including) a layer root, innermost first.
 /// `None` when a name cannot be found (a rename raced) or the walk leaves the layers.
 fn real_path(ovl: &Ovl, mut fd: OwnedFd) -> Option<Vec<Step>> {
+    // The layer roots, as (device, inode): the root node's real objects.
+    let roots: Vec<(u64, u64)> = ovl
+        .nodes
+        .get(ROOT_ID)?
+        .reals()
+        .iter()
+        .map(|r| (ovl.layers.get(r.layer).dev, r.ino))
+        .collect();
+    let is_layer_root = |st: &FileStat| roots.contains(&(st.st_dev, st.st_ino));
     let mut st = fstat(fd.as_fd()).ok()?;
     let mut steps = Vec::new();
     let mut first = true;
     let mut switches = 0;
-    while !is_layer_root(ovl, &st) {
+    while !is_layer_root(&st) {
         if steps.len() + switches >= MAX_DEPTH {
             return None;
         }
