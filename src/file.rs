@@ -105,7 +105,9 @@ pub fn register(
     open_backing: impl FnOnce(BorrowedFd) -> std::io::Result<BackingId>,
 ) -> (u64, FopenFlags, Option<Arc<BackingId>>) {
     if ovl.noatime {
-        // Also for a file opened by create.
+        // A `noatime` mount: the kernel leaves atime to plyfs, so I/O through this fd must not
+        // touch the real file's (for opens and creates alike; where O_NOATIME is not allowed,
+        // not the owner and no CAP_FOWNER, the fd stays as it is).
         if let Ok(fl) = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL) {
             let fl = OFlag::from_bits_truncate(fl) | OFlag::O_NOATIME;
             let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl));
@@ -173,16 +175,7 @@ fn open_real(ovl: &Ovl, node: &Arc<Node>, flags: i32) -> OResult<OwnedFd> {
         return Err(Errno::EISDIR);
     }
     let (dir, name) = reals[0].at();
-    let flags = real_flags(flags);
-    // A `noatime` mount: the kernel leaves atime to plyfs, so reads must not touch the real
-    // file's (O_NOATIME needs the owner or CAP_FOWNER; without them, the plain open).
-    if ovl.noatime && !flags.intersects(OFlag::O_WRONLY | OFlag::O_RDWR) {
-        match realops::open(dir, name, flags | OFlag::O_NOATIME) {
-            Err(nix::errno::Errno::EPERM) => {}
-            res => return res.map_err(errno),
-        }
-    }
-    realops::open(dir, name, flags).map_err(errno)
+    realops::open(dir, name, real_flags(flags)).map_err(errno)
 }
 
 /// Reads up to `size` bytes at `offset` of an open file.
