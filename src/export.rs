@@ -33,12 +33,15 @@ use crate::sys::handle::{name_to_handle_at, FileHandle};
 /// The (layer, inode number) an upper object was copied up from, read from its
 /// `overlay.origin` and decoded on the lower layers (`None` when it has none, it no longer
 /// decodes, or the lower inode has other links and this copy is not their indexed copy: such a
-/// copy split from its links keeps its own inode number, as in the kernel).
+/// copy split from its links keeps its own inode number, as in the kernel). An origin of
+/// another file type than the upper object (`kind`) is a damaged or hostile layer: it is
+/// ignored with a warning (the kernel says EIO there), so the object keeps its own id.
 pub fn upper_origin(
     ovl: &Ovl,
     dir: BorrowedFd,
     name: &CStr,
     upper_ino: u64,
+    kind: FileType,
 ) -> Option<(usize, u64)> {
     let value = crate::xattr::read_small(dir, name, &ovl.xattrs.origin).ok()??;
     let origin = Origin::decode(&value)
@@ -65,6 +68,15 @@ pub fn upper_origin(
             continue;
         }
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if crate::inode::file_type(st.st_mode) != kind {
+            tracing::warn!(
+                ?name,
+                ?kind,
+                origin_mode = st.st_mode,
+                "origin of another file type ignored"
+            );
+            return None;
+        }
         tracing::debug!(
             ?name,
             ino = st.st_ino,

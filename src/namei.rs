@@ -371,6 +371,13 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     })
 }
 
+/// Whether a held node whose topmost real object is `held` stands for what `found` found: the
+/// same topmost real object, or (a directory that gained an upper directory) one of its layers.
+fn same_object(held: &Real, found: &Found) -> bool {
+    let same = |r: &Real| r.layer == held.layer && r.ino == held.ino;
+    same(&found.reals[0]) || (found.kind == FileType::Directory && found.reals.iter().any(same))
+}
+
 /// Whether two real non-directories are reached by the same name in the same directory fd.
 fn same_name(a: &Real, b: &Real) -> bool {
     match (&a.loc, &b.loc) {
@@ -388,15 +395,30 @@ pub fn lookup(
     let Some(found) = find(ovl, parent, name)? else {
         return Ok(None);
     };
-    let id = match found.alias_of {
+    let mut id = match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
         None => ovl.id_of_reals(found.kind, &found.reals),
     };
+    let mut known = ovl.nodes.get(id);
+    // A held node of this kind under this id whose topmost real object is another: two names
+    // claim one origin (a damaged or hostile layer, or an upper dir changed underneath). Sharing
+    // the node would show one object's data under the other's name, so this one takes the id
+    // of its own topmost real object, or a fresh one when that is the id in dispute (the liar
+    // was looked up first).
+    if let Some(k) = known.as_ref().filter(|k| k.kind == found.kind) {
+        if !same_object(&k.reals()[0], &found) {
+            let top = &found.reals[0];
+            let own = ovl.id_of(top.layer, top.ino);
+            let new = if own == id { ovl.nodes.fresh_id() } else { own };
+            tracing::warn!(id, new, ?name, "an id claimed by another object");
+            id = new;
+            known = ovl.nodes.get(id);
+        }
+    }
     let merged = found.kind == FileType::Directory && found.reals.len() > 1;
     let mut attr = inode::attr(id, &found.stat, merged);
     attr.nlink = inode::nlink(ovl, &found.reals[0], &found.stat, merged);
     ovl.ids.present(&mut attr);
-    let known = ovl.nodes.get(id);
     // A known node still reached by this very name in this very directory is this object
     // (plyfs repoints a held node to an fd when its name goes away): no handle to take.
     let unchanged = known

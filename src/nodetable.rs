@@ -42,6 +42,11 @@ impl NodeTable {
             .or_insert_with(|| self.next_allocated.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// An id no object has had in this mount (for one whose own id is held by another).
+    pub fn fresh_id(&self) -> u64 {
+        self.next_allocated.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub fn get(&self, id: u64) -> Option<Arc<Node>> {
         self.read().get(&id).cloned()
     }

@@ -312,7 +312,8 @@ impl Ovl {
                 }
             }
             let (dir, name) = top.at();
-            if let Some((layer, ino)) = crate::export::upper_origin(self, dir, name, top.ino) {
+            if let Some((layer, ino)) = crate::export::upper_origin(self, dir, name, top.ino, kind)
+            {
                 return self.id_of(layer, ino);
             }
         }

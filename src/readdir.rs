@@ -140,10 +140,11 @@ fn upper_dir_opaque(ovl: &Ovl, dir: &Real, name: &[u8]) -> OResult<bool> {
 
 /// The id of an entry found in `real` (with inode number `ino`): an upper entry of an impure
 /// directory takes its origin's, as lookup does.
-fn entry_id(ovl: &Ovl, real: &Real, impure: bool, name: &[u8], ino: u64) -> u64 {
+fn entry_id(ovl: &Ovl, real: &Real, impure: bool, name: &[u8], ino: u64, kind: FileType) -> u64 {
     if impure {
         if let (Some(dir), Ok(cname)) = (real.dir_fd(), std::ffi::CString::new(name)) {
-            if let Some((layer, oino)) = crate::export::upper_origin(ovl, dir.as_fd(), &cname, ino)
+            if let Some((layer, oino)) =
+                crate::export::upper_origin(ovl, dir.as_fd(), &cname, ino, kind)
             {
                 return ovl.id_of(layer, oino);
             }
@@ -183,7 +184,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
         let r = &reals[0];
         let (entries, _) = read_real(ovl, r)?;
         out.extend(entries.into_iter().map(|(name, kind, ino)| Entry {
-            ino: entry_id(ovl, r, impure, &name, ino),
+            ino: entry_id(ovl, r, impure, &name, ino, kind),
             name: OsString::from_vec(name),
             kind,
         }));
@@ -249,7 +250,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
             }
             // An upper entry may be a copy: its id is its origin's, as lookup says.
             _ if ovl.layers.is_upper(slot.layer) => {
-                entry_id(ovl, &reals[0], impure, &name, slot.ino)
+                entry_id(ovl, &reals[0], impure, &name, slot.ino, slot.kind)
             }
             _ => ovl.id_of(slot.layer, slot.ino),
         };
