@@ -142,6 +142,29 @@ fn workdir_inside_upperdir() {
 }
 
 #[test]
+fn mount_point_inside_a_layer() {
+    // A mount point inside a layer would make plyfs look up through its own mount.
+    let f = fixture("mnt-in-lower");
+    let lower2 = f.tmp.mkdir("lower2");
+    let mnt = f.tmp.mkdir("lower2/deep/mnt");
+    let o = format!("lowerdir={}:{}", s(&f.lower), s(&lower2));
+    assert_fails_before_mount(
+        &["-o", &o, s(&mnt)],
+        &mnt,
+        &["mount point", "inside", s(&lower2)],
+    );
+    let (upper, work) = (f.tmp.mkdir("upper"), f.tmp.mkdir("work"));
+    let mnt = f.tmp.mkdir("upper/mnt");
+    let o = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        s(&f.lower),
+        s(&upper),
+        s(&work)
+    );
+    assert_fails_before_mount(&["-o", &o, s(&mnt)], &mnt, &["mount point", "inside"]);
+}
+
+#[test]
 fn mount_point_missing() {
     let f = fixture("no-mnt");
     let mnt = f.tmp.join("no-such-mnt");
