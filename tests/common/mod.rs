@@ -3,6 +3,8 @@
 //! builder and dumper, and a tree walker for inode invariants.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
