@@ -452,7 +452,12 @@ impl Filesystem for PlyFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         // The daemon's counters (cache.rs), on the root only; not listed.
         if ino.0 == crate::export::ROOT_ID && name == STATS_XATTR {
-            return reply_sized(reply, self.ovl.caches.stats_line().as_bytes(), size);
+            let line = format!(
+                "{} nodes={}\n",
+                self.ovl.caches.stats_line().trim_end(),
+                self.ovl.nodes.count()
+            );
+            return reply_sized(reply, line.as_bytes(), size);
         }
         match self.getxattr_value(ino, name) {
             Ok(v) => reply_sized(reply, &v, size),

@@ -5,9 +5,14 @@
 //! node is only removed under the write lock after re-checking its count is 0, so a lookup racing
 //! a forget either revives the node or finds it gone, never a removed node. The table lock is
 //! taken before any node lock and never held across a system call.
+//!
+//! Memory: the table holds a node per inode the kernel holds (about 600 bytes each with its
+//! real objects and names), so the daemon's memory follows the kernel's inode cache. When
+//! FORGETs shrink the table to a quarter of its high-water mark, the freed heap is handed back
+//! to the system (`sys::mem::trim_heap`), so a big walk's memory goes when the kernel forgets.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::export::{pack, ALLOCATED_BASE};
@@ -18,6 +23,8 @@ pub struct NodeTable {
     /// Ids for (fs index, inode number) pairs that do not pack. Not yet persistent.
     allocated: Mutex<HashMap<(u8, u64), u64>>,
     next_allocated: AtomicU64,
+    /// The most nodes held since the heap was last trimmed.
+    peak: AtomicUsize,
 }
 
 impl Default for NodeTable {
@@ -26,6 +33,7 @@ impl Default for NodeTable {
             nodes: RwLock::new(HashMap::new()),
             allocated: Mutex::new(HashMap::new()),
             next_allocated: AtomicU64::new(ALLOCATED_BASE),
+            peak: AtomicUsize::new(0),
         }
     }
 }
@@ -40,6 +48,11 @@ impl NodeTable {
         *alloc
             .entry((fs_index, ino))
             .or_insert_with(|| self.next_allocated.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// How many nodes the table holds (the kernel's inodes of this mount, and the root).
+    pub fn count(&self) -> usize {
+        self.read().len()
     }
 
     /// An id no object has had in this mount (for one whose own id is held by another).
@@ -89,7 +102,9 @@ impl NodeTable {
         let mut nodes = self.write();
         let entry = nodes.entry(node.id).or_insert_with(|| Arc::new(node));
         entry.lookups.fetch_add(1, Ordering::Relaxed);
-        entry.clone()
+        let entry = entry.clone();
+        self.peak.fetch_max(nodes.len(), Ordering::Relaxed);
+        entry
     }
 
     /// Puts `node` in place of the node with its id, which names another object now (its inode
@@ -104,6 +119,17 @@ impl NodeTable {
         let node = Arc::new(node);
         nodes.insert(node.id, node.clone());
         node
+    }
+
+    /// After a node left the table with `len` left: trims the heap when the table shrank to
+    /// a quarter of its high-water mark (of at least 4096 nodes).
+    fn after_removal(&self, len: usize) {
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak >= 4096 && len <= peak / 4 {
+            self.peak.store(len, Ordering::Relaxed);
+            tracing::debug!(peak, len, "the kernel forgot most nodes: trimming the heap");
+            crate::sys::mem::trim_heap();
+        }
     }
 
     /// Drops `n` kernel lookups of `id`; the node leaves the table at 0.
@@ -128,6 +154,9 @@ impl NodeTable {
                 .is_some_and(|node| node.lookups.load(Ordering::Acquire) == 0)
             {
                 nodes.remove(&id);
+                let len = nodes.len();
+                drop(nodes);
+                self.after_removal(len);
             }
         }
     }

@@ -7,5 +7,6 @@
 pub mod clone;
 pub mod fanotify;
 pub mod handle;
+pub mod mem;
 pub mod process;
 pub mod xattr;
