@@ -41,7 +41,8 @@ pub enum Probe {
 }
 
 /// Where the search continues below a directory that carries a redirect.
-enum Redirect {
+#[derive(Debug)]
+pub enum Redirect {
     Relative(CString),
     Absolute(Vec<CString>),
 }
@@ -211,6 +212,14 @@ fn read_redirect(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Option<Redi
         tracing::warn!("refusing to follow redirect of {:?}", name);
         return Err(Errno::EPERM);
     }
+    parse_redirect(&value)
+        .inspect_err(|_| tracing::warn!(?name, "invalid overlay.redirect"))
+        .map(Some)
+}
+
+/// An `overlay.redirect` value: an absolute path of names (no `..`, no empty path) or one
+/// name; EINVAL for anything else, as the kernel.
+pub fn parse_redirect(value: &[u8]) -> OResult<Redirect> {
     let parse = |c: &[u8]| CString::new(c).map_err(|_| Errno::EINVAL);
     if let Some(abs) = value.strip_prefix(b"/") {
         let parts = abs
@@ -221,11 +230,11 @@ fn read_redirect(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Option<Redi
         if parts.is_empty() || parts.iter().any(|p| p.as_bytes() == b"..") {
             return Err(Errno::EINVAL);
         }
-        Ok(Some(Redirect::Absolute(parts)))
+        Ok(Redirect::Absolute(parts))
     } else if value.is_empty() || value.contains(&b'/') || value == b".." || value == b"." {
         Err(Errno::EINVAL)
     } else {
-        Ok(Some(Redirect::Relative(parse(&value)?)))
+        Ok(Redirect::Relative(parse(value)?))
     }
 }
 

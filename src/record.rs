@@ -68,6 +68,11 @@ impl Entry {
         Some(s)
     }
 
+    /// Decodes a slot read from the record (any bytes: a torn or scribbled slot is `None`).
+    pub fn decode_slot(bytes: &[u8]) -> Option<Entry> {
+        Entry::decode(bytes.try_into().ok()?)
+    }
+
     fn decode(s: &[u8; SLOT as usize]) -> Option<Entry> {
         if &s[..4] != MAGIC {
             return None;
