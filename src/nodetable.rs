@@ -128,6 +128,8 @@ impl NodeTable {
         if peak >= 4096 && len <= peak / 4 {
             self.peak.store(len, Ordering::Relaxed);
             tracing::debug!(peak, len, "the kernel forgot most nodes: trimming the heap");
+            // The map keeps its capacity: give the big table back too (a short write lock).
+            self.write().shrink_to(len * 2);
             crate::sys::mem::trim_heap();
         }
     }
