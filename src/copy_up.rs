@@ -65,7 +65,7 @@ pub fn copy_up_name(ovl: &Ovl, parent: &Arc<Node>, name: &std::ffi::OsStr) -> OR
     let found = crate::namei::find(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
     let id = match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
-        None => ovl.id_of_reals(found.kind, &found.reals),
+        None => ovl.id_of_reals(found.kind, &found.reals, parent),
     };
     let node = ovl.nodes.get(id);
     if found.kind == FileType::Directory {

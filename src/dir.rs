@@ -313,7 +313,7 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
     let found = namei::find(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
     let node = ovl.nodes.get(match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
-        None => ovl.id_of_reals(found.kind, &found.reals),
+        None => ovl.id_of_reals(found.kind, &found.reals, parent),
     });
     match (dir, found.kind == FileType::Directory) {
         (false, true) => return Err(Errno::EISDIR),

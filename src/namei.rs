@@ -406,7 +406,7 @@ pub fn lookup(
     };
     let mut id = match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
-        None => ovl.id_of_reals(found.kind, &found.reals),
+        None => ovl.id_of_reals(found.kind, &found.reals, parent),
     };
     let mut known = ovl.nodes.get(id);
     // A held node of this kind under this id whose topmost real object is another: two names

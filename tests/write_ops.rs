@@ -1114,3 +1114,61 @@ fn user_namespace_falls_back_to_user_xattrs() {
         "a whiteout"
     );
 }
+
+/// Runs `script` as root of a new user and mount namespace (`unshare -Urm`: only root is mapped,
+/// no file handles can be opened there, trusted.* xattrs are refused), bounded in time; its
+/// stdout, or a panic with what it printed.
+fn in_user_namespace(what: &str, script: &str) -> String {
+    let out = run_bounded(
+        std::process::Command::new("unshare").args(["-Urm", "sh", "-c", script]),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{what} in a user namespace: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// In a user namespace plyfs cannot open a copy's `overlay.origin` by its handle; a hard link to
+/// a lower file (which copies it up) must still be one inode: both names show the lower file's
+/// inode number, the same size and link count after a write through one of them, and keep
+/// showing one inode number after a rename and a remount.
+#[test]
+fn user_namespace_hard_link_to_a_lower_file() {
+    let test = "user_namespace_hard_link_to_a_lower_file";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let t = TempDir::new("userns-link");
+    for d in ["l1/etc", "l2/etc", "u", "w", "m"] {
+        t.mkdir(d);
+    }
+    fs::write(t.join("l2/etc/f"), "lower line\n").unwrap();
+    fs::write(t.join("l1/etc/t"), "t\n").unwrap();
+    let lower_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(t.join("l2/etc/f")).unwrap());
+    let mount = format!(
+        "{PLYFS} -o lowerdir={d}/l1:{d}/l2,upperdir={d}/u,workdir={d}/w,nodev {d}/m",
+        d = t.path.display()
+    );
+    let st = "stat -c '%n %i %h %s'";
+    let script = format!(
+        "set -e; {mount}; cd {m}; {st} etc/f; ln etc/f g; echo appended >> etc/f; \
+         echo \"g: $(tr '\\n' '|' < g)\"; {st} etc/f g; rm g; {st} etc/f; ln etc/f g; \
+         mv etc/f etc/f2; cd /; umount {m}; {mount}; cd {m}; {st} g etc/f2; cd /; umount {m}",
+        m = t.join("m").display()
+    );
+    let out = in_user_namespace("link, append, unlink, rename, remount", &script);
+    let expected = [
+        format!("etc/f {lower_ino} 1 11"),
+        "g: lower line|appended|".to_string(),
+        format!("etc/f {lower_ino} 2 20"),
+        format!("g {lower_ino} 2 20"),
+        format!("etc/f {lower_ino} 1 20"),
+        format!("g {lower_ino} 2 20"),
+        format!("etc/f2 {lower_ino} 2 20"),
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+}
