@@ -369,13 +369,24 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             break;
         }
     }
-    Ok(match (kind, top_stat) {
-        (Some(kind), Some(stat)) => Some(Found {
-            kind,
-            reals: found,
-            stat,
-            alias_of,
-        }),
+    Ok(match (kind, top_stat, found.first()) {
+        (Some(kind), Some(mut stat), Some(top)) => {
+            // The topmost object's owner override (rootless storage), which may also name the
+            // type a regular file stands for.
+            let (dir, name) = top.at();
+            crate::override_stat::apply(ovl, dir, name, &mut stat);
+            let kind = if kind == FileType::Directory {
+                kind
+            } else {
+                inode::file_type(stat.st_mode)
+            };
+            Some(Found {
+                kind,
+                reals: found,
+                stat,
+                alias_of,
+            })
+        }
         _ => None,
     })
 }

@@ -111,6 +111,8 @@ pub struct Ovl {
     /// By layer index: whether the layer's real file handles carry inode numbers that plyfs
     /// can read (`export::handles_carry_ino`).
     pub ino_handles: Vec<bool>,
+    /// Whether owner overrides are read and written (`override_stat.rs`).
+    pub overrides: crate::override_stat::Mode,
 }
 
 /// Whether plyfs may use `trusted.*` xattrs. Not in a user namespace (rootless podman runs
@@ -240,6 +242,17 @@ impl Ovl {
                 _ => ids,
             }
         };
+        let overrides = crate::override_stat::Mode::new(
+            xattrs.prefix.starts_with(b"user."),
+            layers
+                .all
+                .iter()
+                .any(|l| crate::override_stat::marks_layer(l.root.as_fd())),
+            !cfg.is_read_only() && cfg.upper.is_some(),
+        );
+        if overrides.read {
+            tracing::debug!(?overrides, "owner overrides (override_stat xattrs)");
+        }
         let open_handles = crate::export::can_open_handles(&layers);
         let ino_handles = layers
             .all
@@ -292,6 +305,7 @@ impl Ovl {
             watch_upper: cfg.watch,
             open_handles,
             ino_handles,
+            overrides,
         })
     }
 
