@@ -29,7 +29,7 @@ pub fn xattrs(data: &[u8]) {
     let Some((&which, value)) = data.split_first() else {
         return;
     };
-    match which % 6 {
+    match which % 8 {
         0 => {
             if let Ok(origin) = plyfs::origin::Origin::decode(value) {
                 // What decodes is whole 32-bit words of handle (the kernel ignores a partial
@@ -67,11 +67,26 @@ pub fn xattrs(data: &[u8]) {
                 let _ = x.to_user(value);
             }
         }
-        _ => {
+        5 => {
             let _ = plyfs::export::generation_of(&plyfs::sys::handle::FileHandle {
                 handle_type: value.first().copied().unwrap_or(0).into(),
                 bytes: value.to_vec(),
             });
+        }
+        6 => {
+            // An owner override: what parses encodes to a value that parses as itself.
+            if let Ok(o) = plyfs::override_stat::Override::parse(value) {
+                assert!(o.perm <= 0o7777, "override permission bits");
+                assert_eq!(
+                    plyfs::override_stat::Override::parse(&o.encode()),
+                    Ok(o),
+                    "override round trip"
+                );
+            }
+        }
+        _ => {
+            let handle_type = value.first().copied().unwrap_or(0).into();
+            let _ = plyfs::export::ino_from_handle(handle_type, value.get(1..).unwrap_or(&[]));
         }
     }
 }

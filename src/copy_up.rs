@@ -65,7 +65,7 @@ pub fn copy_up_name(ovl: &Ovl, parent: &Arc<Node>, name: &std::ffi::OsStr) -> OR
     let found = crate::namei::find(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
     let id = match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
-        None => ovl.id_of_reals(found.kind, &found.reals),
+        None => ovl.id_of_reals(found.kind, &found.reals, parent),
     };
     let node = ovl.nodes.get(id);
     if found.kind == FileType::Directory {
@@ -138,7 +138,7 @@ fn copy_up_at(
         }
         _ => None,
     };
-    let built = build(ovl, work, &tmp, src, &st, kind)
+    let built = build(ovl, work, &tmp, src, &st)
         .and_then(|()| match &indexed {
             Some((index, iname)) => {
                 // The copy's own link count becomes 2 (index and name); the union keeps the
@@ -198,17 +198,11 @@ pub fn mark_impure(ovl: &Ovl, dir: BorrowedFd) -> OResult<()> {
 }
 
 /// Builds the copy of `src` as `tmp` in the work dir.
-fn build(
-    ovl: &Ovl,
-    work: &WorkDir,
-    tmp: &CStr,
-    src: &Real,
-    st: &FileStat,
-    kind: FileType,
-) -> OResult<()> {
+fn build(ovl: &Ovl, work: &WorkDir, tmp: &CStr, src: &Real, st: &FileStat) -> OResult<()> {
     let wd = work.dir();
     let (sdir, sname) = src.at();
-    match kind {
+    // By the real type: a regular file standing for a device (an owner override) stays one.
+    match crate::inode::file_type(st.st_mode) {
         FileType::Directory => realops::mkdir(wd, tmp, 0o700).map_err(errno)?,
         FileType::RegularFile => copy_data(ovl, wd, tmp, sdir, sname, st)?,
         FileType::Symlink => {
@@ -222,7 +216,7 @@ fn build(
     realops::chown(wd, tmp, Some(st.st_uid), Some(st.st_gid)).map_err(errno)?;
     copy_xattrs(ovl, sdir, sname, wd, tmp)?;
     set_origin(ovl, src, wd, tmp);
-    if kind != FileType::Symlink {
+    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
         realops::chmod(wd, tmp, st.st_mode & 0o7777).map_err(errno)?;
     }
     let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
@@ -304,7 +298,8 @@ fn copy_by_reading(src: &OwnedFd, dst: &OwnedFd, mut off: i64, mut left: i64) ->
     Ok(())
 }
 
-/// Copies every xattr but the mount's private ones (escaped user names are kept).
+/// Copies every xattr but the mount's private ones (escaped user names are kept). Owner
+/// overrides are copied: they are the object's owner and mode (`override_stat.rs`).
 fn copy_xattrs(
     ovl: &Ovl,
     sdir: BorrowedFd,
@@ -318,7 +313,7 @@ fn copy_xattrs(
         Err(e) => return Err(io_errno(e)),
     };
     for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if ovl.xattrs.to_user(name).is_none() {
+        if ovl.xattrs.to_user(name).is_none() && !crate::override_stat::is_name(name) {
             continue;
         }
         let attr = CString::new(name).map_err(|_| Errno::EIO)?;

@@ -117,7 +117,9 @@ pub fn make(
             crate::copy_up::mark_impure(ovl, udir.as_fd())?;
         }
     }
-    let pst = nix::sys::stat::fstat(udir.as_fd()).map_err(errno)?;
+    let mut pst = nix::sys::stat::fstat(udir.as_fd()).map_err(errno)?;
+    // Its group and setgid bit as shown: an owner override where it has one.
+    crate::override_stat::apply(ovl, udir.as_fd(), c"", &mut pst);
     let setgid_dir = pst.st_mode & libc::S_ISGID != 0;
     // Stored ids: the directory's gid as it is, the caller's through the owner mapping.
     let gid = if setgid_dir {
@@ -165,9 +167,27 @@ pub fn make(
                 return Ok(None);
             }
         };
-        realops::chown(wd, &tmp, Some(ovl.ids.store_uid(caller.uid)), Some(gid)).map_err(errno)?;
+        // An owner the upper layer cannot store goes in an owner override, where the new
+        // object can carry one (a directory or regular file).
+        let uid = ovl.ids.store_uid(caller.uid);
+        let carries = matches!(what, New::File { .. } | New::Dir { .. });
+        let owner_kept = match realops::chown(wd, &tmp, Some(uid), Some(gid)) {
+            Ok(()) => false,
+            Err(e) if carries && crate::override_stat::unstorable(ovl, e) => true,
+            Err(e) => return Err(errno(e)),
+        };
         if let Some(acl) = acl {
             realops::chmod(wd, &tmp, acl.mode & 0o7777).map_err(errno)?;
+            if owner_kept {
+                let o = crate::override_stat::Override {
+                    uid,
+                    gid,
+                    perm: acl.mode & 0o7777,
+                    fmt: None,
+                    rdev: 0,
+                };
+                crate::override_stat::record(wd, &tmp, &o)?;
+            }
             for (name, value) in [
                 (crate::acl::ACCESS, &acl.access),
                 (crate::acl::DEFAULT, &acl.default),
@@ -313,7 +333,7 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
     let found = namei::find(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
     let node = ovl.nodes.get(match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
-        None => ovl.id_of_reals(found.kind, &found.reals),
+        None => ovl.id_of_reals(found.kind, &found.reals, parent),
     });
     match (dir, found.kind == FileType::Directory) {
         (false, true) => return Err(Errno::EISDIR),

@@ -14,6 +14,10 @@
 //! `LOOKUP(id, ".")`, so the handle of a deleted upper object whose inode number was reused is
 //! ESTALE. Why not `FS_IOC_GETVERSION`: it needs an open fd, and plyfs holds `O_PATH` fds.
 //!
+//! A copy's origin is found from its `overlay.origin` handle: opened by it as root; in a user
+//! namespace, where handles cannot be opened, read from the handle bytes where the layer's
+//! filesystem puts the inode number there (ext4, xfs, tmpfs), so ids survive copy-up there too.
+//!
 //! Finding an object from its id alone is `reconnect.rs`, from the record `record.rs` keeps;
 //! `note_lookup` writes that record as ids are handed out.
 //!
@@ -31,22 +35,33 @@ use crate::record::Entry;
 use crate::sys::handle::{name_to_handle_at, FileHandle};
 
 /// The (layer, inode number) an upper object was copied up from, read from its
-/// `overlay.origin` and decoded on the lower layers (`None` when it has none, it no longer
-/// decodes, or the lower inode has other links and this copy is not their indexed copy: such a
-/// copy split from its links keeps its own inode number, as in the kernel). An origin of
-/// another file type than the upper object (`kind`) is a damaged or hostile layer: it is
-/// ignored with a warning (the kernel says EIO there), so the object keeps its own id.
+/// `overlay.origin` (`None` when it has none, it no longer decodes, or the lower inode has other
+/// links and this copy is not their indexed copy: such a copy split from its links keeps its own
+/// inode number, as in the kernel). An origin of another file type than the upper object
+/// (`kind`) is a damaged or hostile layer: it is ignored with a warning (the kernel says EIO
+/// there), so the object keeps its own id. `upper_ino` is the upper object's inode number and
+/// `parent_reals` the real directories of its overlay parent (where its lower object may still
+/// be found by the same name).
+///
+/// As root the origin is opened by its handle (`open_by_handle_at`) and checked. Where that is
+/// not allowed (a user namespace: it needs `CAP_DAC_READ_SEARCH` in the initial one) the inode
+/// number is read from the handle bytes instead, on layers whose handles are known to carry it
+/// (`ino_from_handle`; ext4, xfs, tmpfs), see `origin_from_handle_bytes`.
 pub fn upper_origin(
     ovl: &Ovl,
     dir: BorrowedFd,
     name: &CStr,
     upper_ino: u64,
     kind: FileType,
+    parent_reals: &[Real],
 ) -> Option<(usize, u64)> {
     let value = crate::xattr::read_small(dir, name, &ovl.xattrs.origin).ok()??;
     let origin = Origin::decode(&value)
         .inspect_err(|e| tracing::debug!(?name, ?e, "overlay.origin does not decode"))
         .ok()?;
+    if !ovl.open_handles {
+        return origin_from_handle_bytes(ovl, &origin, name, upper_ino, kind, parent_reals);
+    }
     for layer in ovl
         .layers
         .all
@@ -89,6 +104,128 @@ pub fn upper_origin(
     None
 }
 
+/// `upper_origin` without opening the origin: its inode number comes from the handle bytes,
+/// its layer from the uuid (among the lower layers whose handles carry inode numbers). Whether
+/// the copy is whole (the kernel's rule: a directory, a lower inode with one link, or the
+/// indexed copy) needs the lower inode's link count: it is read from the lower object found by
+/// the same name in the parent's lower directories, where it still is (the common case: a copy
+/// stays at its name). Where it is not (the copy was renamed, or this is another link of it):
+/// whole if it is indexed, if plyfs already holds the lower inode's node on this very copy, or
+/// if the index is on (plyfs copies every lower inode with other links through the index, so a
+/// copy outside it had one link). Also `None` when the uuid names lower layers on several
+/// filesystems and the name does not tell which, and (as `upper_origin`) when the object found
+/// by name is of another file type than the upper one (`kind`); where nothing is found by name
+/// the type cannot be checked.
+fn origin_from_handle_bytes(
+    ovl: &Ovl,
+    origin: &Origin,
+    name: &CStr,
+    upper_ino: u64,
+    kind: FileType,
+    parent_reals: &[Real],
+) -> Option<(usize, u64)> {
+    let is_dir = kind == FileType::Directory;
+    let ino = ino_from_handle(origin.handle_type.into(), &origin.handle)?;
+    let candidates: Vec<&crate::layer::Layer> = ovl
+        .layers
+        .all
+        .iter()
+        .filter(|l| !ovl.layers.is_upper(l.index))
+        .filter(|l| ovl.ino_handles[l.index] && ovl.uuids[l.index] == origin.uuid)
+        .collect();
+    let first = candidates.first()?;
+    let by_name = parent_reals.iter().find_map(|r| {
+        let layer = candidates.iter().find(|l| l.index == r.layer)?;
+        let st = nix::sys::stat::fstatat(
+            r.dir_fd()?.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()?;
+        (st.st_ino == ino && st.st_dev == layer.dev).then_some((layer.index, st))
+    });
+    if let Some((layer, st)) = by_name {
+        if crate::inode::file_type(st.st_mode) != kind {
+            tracing::warn!(
+                ?name,
+                ?kind,
+                origin_mode = st.st_mode,
+                "origin of another file type ignored"
+            );
+            return None;
+        }
+        let whole = is_dir || st.st_nlink == 1 || crate::index::is_indexed(ovl, origin, upper_ino);
+        tracing::debug!(
+            ?name,
+            ino,
+            nlink = st.st_nlink,
+            whole,
+            "origin found by name"
+        );
+        return whole.then_some((layer, ino));
+    }
+    if candidates.iter().any(|l| l.fs_index != first.fs_index) {
+        tracing::debug!(?name, ino, "origin's filesystem is ambiguous");
+        return None;
+    }
+    let held_here = ovl.nodes.get(ovl.id_of(first.index, ino)).is_some_and(|n| {
+        let reals = n.reals();
+        ovl.layers.is_upper(reals[0].layer) && !reals[0].alias && reals[0].ino == upper_ino
+    });
+    let whole = is_dir
+        || held_here
+        || ovl.index.is_some()
+        || crate::index::is_indexed(ovl, origin, upper_ino);
+    tracing::debug!(?name, ino, whole, "origin from its handle bytes");
+    whole.then_some((first.index, ino))
+}
+
+/// The inode number in a real file handle, for the layouts known to hold one: the generic
+/// `FILEID_INO32_GEN` (type 1, 8 bytes: inode, generation; ext4, xfs with 32-bit inodes),
+/// tmpfs' (type 1, 12 bytes: generation, inode low, inode high) and xfs' 64-bit one (type 0x81,
+/// 12 bytes: 64-bit inode, generation). Words are in the CPU's byte order, as the kernel wrote
+/// them (`overlay.origin` of the other endianness does not decode). Whether a layer's
+/// filesystem uses these layouts is checked once (`handles_carry_ino`).
+pub fn ino_from_handle(handle_type: i32, bytes: &[u8]) -> Option<u64> {
+    let word = |i: usize| -> Option<u64> {
+        let b = bytes.get(i * 4..i * 4 + 4)?;
+        Some(u32::from_ne_bytes(b.try_into().ok()?).into())
+    };
+    match (handle_type, bytes.len()) {
+        (FILEID_INO32_GEN, 8) => word(0),
+        (FILEID_INO32_GEN, 12) => Some(word(1)? | word(2)? << 32),
+        (FILEID_INO64_GEN_XFS, 12) => Some(u64::from_ne_bytes(bytes[..8].try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Whether the handles of the filesystem of `root` (a layer root, inode number `ino`) carry
+/// inode numbers as `ino_from_handle` reads them: checked on the root's own handle.
+pub fn handles_carry_ino(root: BorrowedFd, ino: u64) -> bool {
+    name_to_handle_at(root, c"", 0)
+        .is_ok_and(|(h, _)| ino_from_handle(h.handle_type, &h.bytes) == Some(ino))
+}
+
+/// Whether `open_by_handle_at` is allowed (it needs `CAP_DAC_READ_SEARCH` in the initial user
+/// namespace): tried on the root of the first lower layer that has file handles.
+pub fn can_open_handles(layers: &crate::layer::Layers) -> bool {
+    for fd in layers
+        .all
+        .iter()
+        .filter(|l| !layers.is_upper(l.index))
+        .filter_map(|l| l.handle_fd.as_ref())
+    {
+        let Ok((h, _)) = name_to_handle_at(fd.as_fd(), c"", 0) else {
+            continue;
+        };
+        return match crate::sys::handle::open_by_handle_at(fd.as_fd(), &h, libc::O_PATH) {
+            Err(e) => e.raw_os_error() != Some(libc::EPERM),
+            Ok(_) => true,
+        };
+    }
+    true
+}
+
 /// The node id of the mount's root.
 pub const ROOT_ID: u64 = 1;
 const FS_SHIFT: u32 = 56;
@@ -107,6 +244,9 @@ pub fn pack(fs_index: u8, ino: u64) -> Option<u64> {
 
 /// `FILEID_INO32_GEN`: the handle ext4 and xfs (32-bit inodes) give, inode then generation.
 const FILEID_INO32_GEN: i32 = 1;
+/// xfs' handle of a 64-bit inode number without its parent (`FILEID_INO32_GEN` with
+/// `XFS_FILEID_TYPE_64FLAG`).
+const FILEID_INO64_GEN_XFS: i32 = 0x81;
 
 /// The generation of the object a real file handle names: its `i_generation` where the handle
 /// is the common (inode, generation) pair, else a hash of the whole handle. Either way it
@@ -220,6 +360,52 @@ mod tests {
         reused.bytes[0] = 2;
         assert_ne!(generation_of(&other), generation_of(&reused));
         assert_eq!(generation_of(&other), generation_of(&other.clone()));
+    }
+
+    #[test]
+    fn inode_numbers_in_handles() {
+        let words = |w: &[u32]| w.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        assert_eq!(
+            ino_from_handle(1, &words(&[1097741, 0xce68_95d0])),
+            Some(1097741)
+        );
+        assert_eq!(
+            ino_from_handle(1, &words(&[0x162c_7b54, 3, 1])),
+            Some((1 << 32) | 3),
+            "tmpfs: generation, then the inode number in two words"
+        );
+        let xfs = [
+            (1u64 << 40 | 7).to_ne_bytes().to_vec(),
+            9u32.to_ne_bytes().to_vec(),
+        ]
+        .concat();
+        assert_eq!(ino_from_handle(0x81, &xfs), Some(1 << 40 | 7));
+        assert_eq!(
+            ino_from_handle(0x4d, &words(&[1, 2, 3, 4, 5])),
+            None,
+            "btrfs"
+        );
+        assert_eq!(ino_from_handle(1, &words(&[5])), None, "too short");
+        assert_eq!(
+            ino_from_handle(2, &words(&[5, 6, 7, 8])),
+            None,
+            "with a parent"
+        );
+    }
+
+    #[test]
+    fn the_layer_filesystem_is_checked() {
+        let dir = std::env::temp_dir();
+        let f = std::fs::File::open(&dir).unwrap();
+        let ino = std::os::unix::fs::MetadataExt::ino(&f.metadata().unwrap());
+        let fs_type = nix::sys::statfs::fstatfs(&f).unwrap().filesystem_type();
+        if fs_type == nix::sys::statfs::EXT4_SUPER_MAGIC {
+            assert!(handles_carry_ino(f.as_fd(), ino));
+        }
+        assert!(
+            !handles_carry_ino(f.as_fd(), ino + 1),
+            "another inode number"
+        );
     }
 
     #[test]

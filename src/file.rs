@@ -264,10 +264,13 @@ pub fn lseek(ovl: &Ovl, fh: u64, offset: i64, whence: i32) -> OResult<i64> {
     nix::unistd::lseek(file.fd().as_fd(), offset, whence).map_err(errno)
 }
 
-/// The attributes of an open file, from its fd (works after unlink).
+/// The attributes of an open file, from its fd (works after unlink), with its owner override.
 pub fn fstat(ovl: &Ovl, fh: u64) -> OResult<nix::sys::stat::FileStat> {
     let file = ovl.files.get(fh)?;
-    nix::sys::stat::fstat(file.fd().as_fd()).map_err(errno)
+    let fd = file.fd();
+    let mut st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+    crate::override_stat::apply(ovl, fd.as_fd(), c"", &mut st);
+    Ok(st)
 }
 
 pub fn release(ovl: &Ovl, fh: u64) {

@@ -3,7 +3,7 @@
 //! Rules: st_ino is the node id (so it equals readdir's d_ino and survives remounts); st_dev is
 //! the FUSE mount's own device for every object (the kernel fills it in); a directory that merges
 //! several layers reports one link, as the kernel's overlay does. Everything else is the topmost
-//! real object's.
+//! real object's, with its owner override where it has one (`override_stat.rs`).
 
 use fuser::{FileAttr, FileType, INodeNo};
 use nix::sys::stat::{FileStat, SFlag};
@@ -80,13 +80,15 @@ pub fn nlink(
 /// object (the layer was changed underneath).
 pub fn getattr(ovl: &crate::ovl::Ovl, node: &Node) -> OResult<FileAttr> {
     let reals = node.reals();
-    let st = reals[0].stat().map_err(|e| match e {
+    let mut st = reals[0].stat().map_err(|e| match e {
         nix::errno::Errno::ENOENT => fuser::Errno::ESTALE,
         e => errno(e),
     })?;
     if st.st_ino != reals[0].ino {
         return Err(fuser::Errno::ESTALE);
     }
+    let (dir, name) = reals[0].at();
+    crate::override_stat::apply(ovl, dir, name, &mut st);
     let merged = node.kind == FileType::Directory && reals.len() > 1;
     let mut a = attr(node.id, &st, merged);
     a.nlink = nlink(ovl, &reals[0], &st, merged);
@@ -137,17 +139,14 @@ pub fn setattr(
     crate::copy_up::copy_up(ovl, node)?;
     let reals = node.reals();
     let (dir, name) = reals[0].at();
-    if a.uid.is_some() || a.gid.is_some() {
+    // Owner and mode, in an owner override where the real object cannot take them.
+    let mode = a.mode.filter(|_| node.kind != FileType::Symlink);
+    if a.uid.is_some() || a.gid.is_some() || mode.is_some() {
         let (uid, gid) = (
             a.uid.map(|u| ovl.ids.store_uid(u)),
             a.gid.map(|g| ovl.ids.store_gid(g)),
         );
-        realops::chown(dir, name, uid, gid).map_err(errno)?;
-    }
-    if let Some(mode) = a.mode {
-        if node.kind != FileType::Symlink {
-            realops::chmod(dir, name, mode & 0o7777).map_err(errno)?;
-        }
+        crate::override_stat::chown_chmod(ovl, dir, name, uid, gid, mode)?;
     }
     if let Some(size) = a.size {
         let truncate = |fd: std::os::fd::BorrowedFd| nix::unistd::ftruncate(fd, size as i64);

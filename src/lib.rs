@@ -19,6 +19,7 @@ pub mod node;
 pub mod nodetable;
 pub mod notify;
 pub mod origin;
+pub mod override_stat;
 pub mod ovl;
 pub mod readdir;
 pub mod realops;

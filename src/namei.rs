@@ -369,13 +369,24 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             break;
         }
     }
-    Ok(match (kind, top_stat) {
-        (Some(kind), Some(stat)) => Some(Found {
-            kind,
-            reals: found,
-            stat,
-            alias_of,
-        }),
+    Ok(match (kind, top_stat, found.first()) {
+        (Some(kind), Some(mut stat), Some(top)) => {
+            // The topmost object's owner override (rootless storage), which may also name the
+            // type a regular file stands for.
+            let (dir, name) = top.at();
+            crate::override_stat::apply(ovl, dir, name, &mut stat);
+            let kind = if kind == FileType::Directory {
+                kind
+            } else {
+                inode::file_type(stat.st_mode)
+            };
+            Some(Found {
+                kind,
+                reals: found,
+                stat,
+                alias_of,
+            })
+        }
         _ => None,
     })
 }
@@ -406,7 +417,7 @@ pub fn lookup(
     };
     let mut id = match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
-        None => ovl.id_of_reals(found.kind, &found.reals),
+        None => ovl.id_of_reals(found.kind, &found.reals, parent),
     };
     let mut known = ovl.nodes.get(id);
     // A held node of this kind under this id whose topmost real object is another: two names

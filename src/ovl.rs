@@ -105,6 +105,14 @@ pub struct Ovl {
     pub ids: crate::idmap::IdMap,
     /// Whether to watch the upper layer (`watch=`).
     pub watch_upper: bool,
+    /// Whether `open_by_handle_at` works (root in the initial user namespace): origins are
+    /// opened to check them. Else their inode numbers are read from the handles (`export.rs`).
+    pub open_handles: bool,
+    /// By layer index: whether the layer's real file handles carry inode numbers that plyfs
+    /// can read (`export::handles_carry_ino`).
+    pub ino_handles: Vec<bool>,
+    /// Whether owner overrides are read and written (`override_stat.rs`).
+    pub overrides: crate::override_stat::Mode,
 }
 
 /// Whether plyfs may use `trusted.*` xattrs. Not in a user namespace (rootless podman runs
@@ -234,6 +242,24 @@ impl Ovl {
                 _ => ids,
             }
         };
+        let overrides = crate::override_stat::Mode::new(
+            xattrs.prefix.starts_with(b"user."),
+            layers
+                .all
+                .iter()
+                .any(|l| crate::override_stat::marks_layer(l.root.as_fd())),
+            !cfg.is_read_only() && cfg.upper.is_some(),
+        );
+        if overrides.read {
+            tracing::debug!(?overrides, "owner overrides (override_stat xattrs)");
+        }
+        let open_handles = crate::export::can_open_handles(&layers);
+        let ino_handles = layers
+            .all
+            .iter()
+            .zip(&reals)
+            .map(|(l, r)| crate::export::handles_carry_ino(l.root.as_fd(), r.ino))
+            .collect();
         let nodes = NodeTable::default();
         nodes.insert_root(Node::new(
             ROOT_ID,
@@ -277,6 +303,9 @@ impl Ovl {
                 .unwrap_or(false),
             ids,
             watch_upper: cfg.watch,
+            open_handles,
+            ino_handles,
+            overrides,
         })
     }
 
@@ -300,10 +329,11 @@ impl Ovl {
         self.nodes.id_for(self.layers.get(layer).fs_index, ino)
     }
 
-    /// The node id of an object from its real objects (topmost first), by the origin rule of
-    /// `export.rs`: an upper object takes its `overlay.origin`'s, a directory merging an upper
-    /// dir with lower ones the topmost lower's, anything else its own.
-    pub fn id_of_reals(&self, kind: FileType, reals: &[Real]) -> u64 {
+    /// The node id of an object from its real objects (topmost first), found in directory
+    /// node `parent`, by the origin rule of `export.rs`: an upper object takes its
+    /// `overlay.origin`'s, a directory merging an upper dir with lower ones the topmost
+    /// lower's, anything else its own.
+    pub fn id_of_reals(&self, kind: FileType, reals: &[Real], parent: &Node) -> u64 {
         let top = &reals[0];
         if self.layers.is_upper(top.layer) {
             if let [_, below, ..] = reals {
@@ -312,7 +342,8 @@ impl Ovl {
                 }
             }
             let (dir, name) = top.at();
-            if let Some((layer, ino)) = crate::export::upper_origin(self, dir, name, top.ino, kind)
+            if let Some((layer, ino)) =
+                crate::export::upper_origin(self, dir, name, top.ino, kind, &parent.reals())
             {
                 return self.id_of(layer, ino);
             }

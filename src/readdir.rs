@@ -138,13 +138,15 @@ fn upper_dir_opaque(ovl: &Ovl, dir: &Real, name: &[u8]) -> OResult<bool> {
     Ok(namei::dir_marks(ovl, parent.as_fd(), &cname, fd.as_fd())?.0)
 }
 
-/// The id of an entry found in `real` (with inode number `ino`): an upper entry of an impure
-/// directory takes its origin's, as lookup does.
-fn entry_id(ovl: &Ovl, real: &Real, impure: bool, name: &[u8], ino: u64, kind: FileType) -> u64 {
+/// The id of an entry of kind `kind` found in `reals[0]` (with inode number `ino`), `reals`
+/// being the listed directory's real directories: an upper entry of an impure directory takes
+/// its origin's, as lookup does.
+fn entry_id(ovl: &Ovl, reals: &[Real], impure: bool, name: &[u8], ino: u64, kind: FileType) -> u64 {
+    let real = &reals[0];
     if impure {
         if let (Some(dir), Ok(cname)) = (real.dir_fd(), std::ffi::CString::new(name)) {
             if let Some((layer, oino)) =
-                crate::export::upper_origin(ovl, dir.as_fd(), &cname, ino, kind)
+                crate::export::upper_origin(ovl, dir.as_fd(), &cname, ino, kind, reals)
             {
                 return ovl.id_of(layer, oino);
             }
@@ -184,7 +186,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
         let r = &reals[0];
         let (entries, _) = read_real(ovl, r)?;
         out.extend(entries.into_iter().map(|(name, kind, ino)| Entry {
-            ino: entry_id(ovl, r, impure, &name, ino, kind),
+            ino: entry_id(ovl, &reals, impure, &name, ino, kind),
             name: OsString::from_vec(name),
             kind,
         }));
@@ -250,7 +252,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
             }
             // An upper entry may be a copy: its id is its origin's, as lookup says.
             _ if ovl.layers.is_upper(slot.layer) => {
-                entry_id(ovl, &reals[0], impure, &name, slot.ino, slot.kind)
+                entry_id(ovl, &reals, impure, &name, slot.ino, slot.kind)
             }
             _ => ovl.id_of(slot.layer, slot.ino),
         };

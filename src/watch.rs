@@ -184,7 +184,7 @@ impl Watch {
             // the kernel does as the writer): only the child's attributes, which takes no lock
             // (an entry invalidation takes the directory's, see notify.rs).
             if let Ok(Some(found)) = crate::namei::find(ovl, &dir, &name) {
-                let child = ovl.id_of_reals(found.kind, &found.reals);
+                let child = ovl.id_of_reals(found.kind, &found.reals, &dir);
                 if ovl.nodes.get(child).is_some() {
                     ovl.notify.queue(Inval::Inode { ino: child });
                 }

@@ -5,7 +5,7 @@
 //! (`trusted.overlay.` by default, `user.overlay.` with `userxattr`); a real `NS.overlay.overlay.X`
 //! is shown to users as `NS.overlay.X` and a user's `NS.overlay.X` is stored as that escaped name,
 //! so a private marker can be neither seen nor set. fuse-overlayfs' own names
-//! (`user.fuseoverlayfs.*`, `user.containers.override_stat`) are never shown.
+//! (`user.fuseoverlayfs.*`) and the owner overrides (`override_stat.rs`) are never shown.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -49,9 +49,9 @@ impl OvlXattrs {
 
 const ESCAPE: &[u8] = b"overlay.";
 
-/// fuse-overlayfs' private names, never shown.
+/// fuse-overlayfs' private names and the owner overrides, never shown.
 fn is_foreign_private(name: &[u8]) -> bool {
-    name.starts_with(b"user.fuseoverlayfs.") || name == b"user.containers.override_stat"
+    name.starts_with(b"user.fuseoverlayfs.") || crate::override_stat::is_name(name)
 }
 
 impl OvlXattrs {
@@ -156,6 +156,9 @@ mod tests {
         );
         assert_eq!(t.to_user(b"user.fuseoverlayfs.opaque"), None);
         assert_eq!(t.to_user(b"user.containers.override_stat"), None);
+        assert_eq!(t.to_user(b"security.fuseoverlayfs.override_stat"), None);
+        assert_eq!(t.to_real(b"user.containers.override_stat"), None);
+        assert_eq!(t.to_real(b"security.fuseoverlayfs.override_stat"), None);
         assert_eq!(
             t.to_user(b"security.capability").as_deref(),
             Some(&b"security.capability"[..])

@@ -1,6 +1,7 @@
 //! The fuzz targets' bodies (`fuzz/bodies.rs`) on stable Rust, for a bounded count with a
 //! fixed seed (any user, no mount): random bytes, and mutations of well-formed values (an
-//! origin, redirects, ACLs, option strings), into the option parser and every on-disk decoder.
+//! origin, redirects, ACLs, owner overrides, option strings), into the option parser and every
+//! on-disk decoder.
 //! Nothing may panic. `PLYFS_DECODER_ROUNDS=N` runs longer; `cargo +nightly fuzz run xattrs`
 //! (and `options`) is the coverage-guided run (README).
 
@@ -49,6 +50,16 @@ fn xattr_seeds() -> Vec<Vec<u8>> {
         [
             &[4u8][..],
             b"trusted.overlay.origin\0user.a\0security.capability\0",
+        ]
+        .concat(),
+        [&[6u8][..], b"100000:100000:04711:file"].concat(),
+        [&[6u8][..], b"0:5:0620:char-1-3"].concat(),
+        [&[6u8][..], b"0:0:100644"].concat(),
+        [
+            &[7u8][..],
+            &[1],
+            &12u32.to_ne_bytes()[..],
+            &99u32.to_ne_bytes()[..],
         ]
         .concat(),
     ]

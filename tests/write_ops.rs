@@ -1114,3 +1114,196 @@ fn user_namespace_falls_back_to_user_xattrs() {
         "a whiteout"
     );
 }
+
+/// Runs `script` as root of a new user and mount namespace (`unshare -Urm`: only root is mapped,
+/// no file handles can be opened there, trusted.* xattrs are refused), bounded in time; its
+/// stdout, or a panic with what it printed.
+fn in_user_namespace(what: &str, script: &str) -> String {
+    let out = run_bounded(
+        std::process::Command::new("unshare").args(["-Urm", "sh", "-c", script]),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{what} in a user namespace: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// In a user namespace plyfs cannot open a copy's `overlay.origin` by its handle; a hard link to
+/// a lower file (which copies it up) must still be one inode: both names show the lower file's
+/// inode number, the same size and link count after a write through one of them, and keep
+/// showing one inode number after a rename and a remount.
+#[test]
+fn user_namespace_hard_link_to_a_lower_file() {
+    let test = "user_namespace_hard_link_to_a_lower_file";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let t = TempDir::new("userns-link");
+    for d in ["l1/etc", "l2/etc", "u", "w", "m"] {
+        t.mkdir(d);
+    }
+    fs::write(t.join("l2/etc/f"), "lower line\n").unwrap();
+    fs::write(t.join("l1/etc/t"), "t\n").unwrap();
+    let lower_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(t.join("l2/etc/f")).unwrap());
+    let mount = format!(
+        "{PLYFS} -o lowerdir={d}/l1:{d}/l2,upperdir={d}/u,workdir={d}/w,nodev {d}/m",
+        d = t.path.display()
+    );
+    let st = "stat -c '%n %i %h %s'";
+    let script = format!(
+        "set -e; {mount}; cd {m}; {st} etc/f; ln etc/f g; echo appended >> etc/f; \
+         echo \"g: $(tr '\\n' '|' < g)\"; {st} etc/f g; rm g; {st} etc/f; ln etc/f g; \
+         mv etc/f etc/f2; cd /; umount {m}; {mount}; cd {m}; {st} g etc/f2; cd /; umount {m}",
+        m = t.join("m").display()
+    );
+    let out = in_user_namespace("link, append, unlink, rename, remount", &script);
+    let expected = [
+        format!("etc/f {lower_ino} 1 11"),
+        "g: lower line|appended|".to_string(),
+        format!("etc/f {lower_ino} 2 20"),
+        format!("g {lower_ino} 2 20"),
+        format!("etc/f {lower_ino} 1 20"),
+        format!("g {lower_ino} 2 20"),
+        format!("etc/f2 {lower_ino} 2 20"),
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+}
+
+/// Runs `script` as root of a new user and mount namespace that maps ids 0..65535 to the same
+/// host ids (as rootless podman's maps the user's subordinate ids; `unshare -Ur` maps root only),
+/// bounded in time; its stdout, or a panic with what it printed. The test process, root outside,
+/// writes the maps once `unshare` made the namespace, then lets the script go on.
+fn in_wide_user_namespace(what: &str, script: &str) -> String {
+    use std::process::{Command, Stdio};
+    let out = TempDir::new("wide-ns-out");
+    let (o, e) = (out.join("stdout"), out.join("stderr"));
+    let mut child = Command::new("unshare")
+        .args(["-Um", "sh", "-c", &format!("read go && {{\n{script}\n}}")])
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&o).unwrap())
+        .stderr(fs::File::create(&e).unwrap())
+        .spawn()
+        .expect("unshare");
+    let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let pid = child.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ns(&pid) == ns("self") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for map in ["uid_map", "gid_map"] {
+        fs::write(format!("/proc/{pid}/{map}"), "0 0 65536\n")
+            .unwrap_or_else(|e| panic!("{what}: writing {map}: {e}"));
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_child(&mut child, std::time::Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{what}: did not finish within a minute"));
+    let (stdout, stderr) = (
+        fs::read_to_string(&o).unwrap_or_default(),
+        fs::read_to_string(&e).unwrap_or_default(),
+    );
+    assert!(status.success(), "{what}: {stdout}{stderr}");
+    stdout
+}
+
+/// Owner overrides in a user namespace (rootless): a container id the namespace cannot map
+/// (here `uidmapping=` stores container id 1000 as 100000, beyond the namespace's 65536 ids)
+/// cannot be given to the real upper file, so plyfs keeps it in `user.containers.override_stat`
+/// and shows it; it survives a remount. Values containers-storage wrote on lower files (owner,
+/// mode, a regular file standing for a device) are shown, a malformed one is ignored, and the
+/// names can be neither read nor set through the mount.
+#[test]
+fn user_namespace_owner_overrides() {
+    let test = "user_namespace_owner_overrides";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let t = TempDir::new("userns-override");
+    for d in ["l/d", "u", "w", "m"] {
+        t.mkdir(d);
+    }
+    let lower = |name: &str, value: Option<&str>| {
+        let p = t.join("l").join(name);
+        if !p.exists() {
+            fs::write(&p, "x\n").unwrap();
+        }
+        if let Some(v) = value {
+            xattr::set(&p, "user.containers.override_stat", v.as_bytes()).unwrap();
+        }
+    };
+    lower("f", None);
+    lower("cs", Some("100000:100000:04711:file"));
+    lower("d", Some("7:8:0700:dir"));
+    lower("bad", Some("garbage"));
+    lower("dev", Some("0:5:0620:char-1-3"));
+    let m = t.join("m");
+    let ids = "0:0:1000:100000:1000:1";
+    let mount = format!(
+        "{PLYFS} -o lowerdir={d}/l,upperdir={d}/u,workdir={d}/w,uidmapping={ids},gidmapping={ids} \
+         {m}",
+        d = t.path.display(),
+        m = m.display()
+    );
+    let st = "stat -c '%n %u:%g %a %F'";
+    let script = format!(
+        "set -e; {mount}; cd {m}; {st} f cs d bad; stat -c '%n %F %t:%T' dev
+         chown 1000:1000 f; {st} f; chmod 640 f; {st} f; chown 5:5 cs; {st} cs
+         getfattr -n user.containers.override_stat f 2>/dev/null || echo hidden
+         getfattr -d -m - f cs d | grep -c override_stat || true
+         setfattr -n user.containers.override_stat -v 0:0:0777 f 2>/dev/null || echo refused
+         mkdir new; chown 1000:1000 new
+         setpriv --reuid 1000 --regid 1000 --clear-groups sh -c 'echo y > new/x'; {st} new/x
+         cd /; umount {m}; {mount}; {st} {m}/f {m}/cs {m}/new/x; umount {m}",
+        m = m.display()
+    );
+    let out = in_wide_user_namespace("chown, chmod, create, remount", &script);
+    let expected = [
+        "f 0:0 644 regular file",
+        "cs 1000:1000 4711 regular file",
+        "d 7:8 700 directory",
+        "bad 0:0 644 regular file",
+        "dev character special file 1:3",
+        "f 1000:1000 644 regular file",
+        "f 1000:1000 640 regular file",
+        "cs 5:5 711 regular file",
+        "hidden",
+        "0",
+        "refused",
+        "new/x 1000:1000 644 regular file",
+    ];
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got[..12], expected[..12], "{out}");
+    assert_eq!(
+        got[12..],
+        [
+            format!("{}/f 1000:1000 640 regular file", m.display()),
+            format!("{}/cs 5:5 711 regular file", m.display()),
+            format!("{}/new/x 1000:1000 644 regular file", m.display()),
+        ],
+        "after a remount: {out}"
+    );
+    // In the upper layer: the real owner is the namespace's root, the override the stored one.
+    let upper = |name: &str| {
+        let v = xattr::get(t.join("u").join(name), "user.containers.override_stat").unwrap();
+        String::from_utf8(v.unwrap_or_default()).unwrap()
+    };
+    assert_eq!(upper("f"), "100000:100000:0640");
+    assert_eq!(upper("new/x"), "100000:100000:0644");
+    assert_eq!(
+        upper("cs"),
+        "5:5:0711:file",
+        "copied up with its lower's, then changed"
+    );
+    let meta = fs::metadata(t.join("u/f")).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            meta.permissions().mode() & 0o7777
+        ),
+        (0, 0o644),
+        "the real file is unchanged"
+    );
+}
