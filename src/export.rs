@@ -82,26 +82,45 @@ pub fn upper_origin(
         if st.st_dev != layer.dev {
             continue;
         }
-        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        if crate::inode::file_type(st.st_mode) != kind {
-            tracing::warn!(
-                ?name,
-                ?kind,
-                origin_mode = st.st_mode,
-                "origin of another file type ignored"
-            );
-            return None;
-        }
-        tracing::debug!(
-            ?name,
-            ino = st.st_ino,
-            nlink = st.st_nlink,
-            "origin decoded"
-        );
-        let whole = is_dir || st.st_nlink == 1 || crate::index::is_indexed(ovl, &origin, upper_ino);
-        return whole.then_some((layer.index, st.st_ino));
+        tracing::debug!(?name, ino = st.st_ino, "origin decoded");
+        return checked_origin(ovl, &origin, name, upper_ino, kind, layer.index, &st);
     }
     None
+}
+
+/// The origin's (layer, inode number) once its lower object `st` was found on `layer`: `None`
+/// for an origin of another file type than the upper object (ignored with a warning), or when
+/// the copy is not whole (the kernel's rule: a directory, a lower inode with one link, or the
+/// indexed copy).
+fn checked_origin(
+    ovl: &Ovl,
+    origin: &Origin,
+    name: &CStr,
+    upper_ino: u64,
+    kind: FileType,
+    layer: usize,
+    st: &nix::sys::stat::FileStat,
+) -> Option<(usize, u64)> {
+    if crate::inode::file_type(st.st_mode) != kind {
+        tracing::warn!(
+            ?name,
+            ?kind,
+            origin_mode = st.st_mode,
+            "origin of another file type ignored"
+        );
+        return None;
+    }
+    let whole = kind == FileType::Directory
+        || st.st_nlink == 1
+        || crate::index::is_indexed(ovl, origin, upper_ino);
+    tracing::debug!(
+        ?name,
+        ino = st.st_ino,
+        nlink = st.st_nlink,
+        whole,
+        "origin checked"
+    );
+    whole.then_some((layer, st.st_ino))
 }
 
 /// `upper_origin` without opening the origin: its inode number comes from the handle bytes,
@@ -124,7 +143,6 @@ fn origin_from_handle_bytes(
     kind: FileType,
     parent_reals: &[Real],
 ) -> Option<(usize, u64)> {
-    let is_dir = kind == FileType::Directory;
     let ino = ino_from_handle(origin.handle_type.into(), &origin.handle)?;
     let candidates: Vec<&crate::layer::Layer> = ovl
         .layers
@@ -145,24 +163,7 @@ fn origin_from_handle_bytes(
         (st.st_ino == ino && st.st_dev == layer.dev).then_some((layer.index, st))
     });
     if let Some((layer, st)) = by_name {
-        if crate::inode::file_type(st.st_mode) != kind {
-            tracing::warn!(
-                ?name,
-                ?kind,
-                origin_mode = st.st_mode,
-                "origin of another file type ignored"
-            );
-            return None;
-        }
-        let whole = is_dir || st.st_nlink == 1 || crate::index::is_indexed(ovl, origin, upper_ino);
-        tracing::debug!(
-            ?name,
-            ino,
-            nlink = st.st_nlink,
-            whole,
-            "origin found by name"
-        );
-        return whole.then_some((layer, ino));
+        return checked_origin(ovl, origin, name, upper_ino, kind, layer, &st);
     }
     if candidates.iter().any(|l| l.fs_index != first.fs_index) {
         tracing::debug!(?name, ino, "origin's filesystem is ambiguous");
@@ -172,7 +173,7 @@ fn origin_from_handle_bytes(
         let reals = n.reals();
         ovl.layers.is_upper(reals[0].layer) && !reals[0].alias && reals[0].ino == upper_ino
     });
-    let whole = is_dir
+    let whole = kind == FileType::Directory
         || held_here
         || ovl.index.is_some()
         || crate::index::is_indexed(ovl, origin, upper_ino);
