@@ -210,7 +210,7 @@ mod tests {
             FileType::Directory,
             Vec::new(),
             1,
-            c"d".to_owned(),
+            c"d".into(),
         ))
     }
 

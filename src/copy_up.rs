@@ -167,7 +167,7 @@ fn copy_up_at(
     let loc = if kind == FileType::Directory {
         Loc::Dir(Arc::new(open_dir(upper_dir.as_fd(), name).map_err(errno)?))
     } else {
-        Loc::At(upper_dir, name.to_owned())
+        Loc::At(upper_dir, name.into())
     };
     let mut upper = Real {
         layer: 0,

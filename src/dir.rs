@@ -313,7 +313,7 @@ fn repoint(node: &Node, udir: &Arc<OwnedFd>, cname: &CStr, held: Option<OwnedFd>
     let Some(fd) = held else { return };
     let mut reals: Vec<_> = node.reals().iter().cloned().collect();
     if let Loc::At(d, n) = &reals[0].loc {
-        if n.as_c_str() == cname && same_dir(d, udir) {
+        if **n == *cname && same_dir(d, udir) {
             reals[0].loc = Loc::Fd(Arc::new(fd));
             node.set_reals(reals);
         }
@@ -681,7 +681,7 @@ fn lower_path(ovl: &Ovl, node: &Arc<Node>) -> OResult<Vec<Vec<u8>>> {
     }
     let link = node.link();
     let mut p = lower_path(ovl, &ovl.node(link.parent)?)?;
-    p.push(link.name.into_bytes());
+    p.push(link.name.to_bytes().to_vec());
     Ok(p)
 }
 
@@ -721,13 +721,14 @@ fn set_redirect(
 
 /// Records a node's new place after a rename in the upper layer.
 fn relink(node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, udir: &Arc<OwnedFd>) {
+    let name: crate::node::Name = name.into();
     node.set_link(crate::node::Link {
         parent: parent.id,
-        name: name.to_owned(),
+        name: name.clone(),
     });
     if node.kind != FileType::Directory {
         let mut reals: Vec<_> = node.reals().iter().cloned().collect();
-        reals[0].loc = Loc::At(udir.clone(), name.to_owned());
+        reals[0].loc = Loc::At(udir.clone(), name);
         node.set_reals(reals);
     }
 }

@@ -54,7 +54,7 @@ pub fn lookup_alias(
         Ok(ist) => Ok(Some((
             Real {
                 layer: 0,
-                loc: Loc::At(index.clone(), iname),
+                loc: Loc::At(index.clone(), iname.into()),
                 ino: ist.st_ino,
                 opaque: false,
                 xwhiteouts: false,
@@ -127,7 +127,7 @@ pub fn link_up(ovl: &Ovl, alias: &Real, udir: &Arc<OwnedFd>, name: &CStr) -> ORe
     set_nlink(ovl, idir, iname, st.st_nlink + 1, union)?;
     Ok(Real {
         layer: 0,
-        loc: Loc::At(udir.clone(), name.to_owned()),
+        loc: Loc::At(udir.clone(), name.into()),
         ino: st.st_ino,
         opaque: false,
         xwhiteouts: false,

@@ -269,7 +269,8 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     if ovl.caches.known_missing(parent, bytes) {
         return Ok(None);
     }
-    let cname = CString::new(bytes).map_err(|_| Errno::EINVAL)?;
+    // One allocation for the name, shared by the node's link and its real object's location.
+    let cname: crate::node::Name = CString::new(bytes).map_err(|_| Errno::EINVAL)?.into();
     let preals = parent.reals();
     let nlayers = ovl.layers.all.len();
     let mut by_layer: Vec<Option<(&Arc<OwnedFd>, u64)>> = vec![None; nlayers];
@@ -284,9 +285,9 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     let first = preals.first().map_or(nlayers, |r| r.layer);
     for (li, parent_dir) in by_layer.iter().enumerate().skip(first) {
         // The directory to look in, and the name to look up there.
-        let (dir, dir_ino, lname): (Arc<OwnedFd>, Option<u64>, &CString) = match &redirect {
+        let (dir, dir_ino, lname): (Arc<OwnedFd>, Option<u64>, &CStr) = match &redirect {
             Some(Redirect::Absolute(parts)) => match walk_from_root(&ovl.roots[li], parts)? {
-                Some(d) => (d, None, parts.last().unwrap()),
+                Some(d) => (d, None, parts.last().unwrap().as_c_str()),
                 None => continue,
             },
             other => match parent_dir {
@@ -294,7 +295,7 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
                     (*d).clone(),
                     Some(*ino),
                     match other {
-                        Some(Redirect::Relative(n)) => n,
+                        Some(Redirect::Relative(n)) => n.as_c_str(),
                         _ => &cname,
                     },
                 ),
@@ -329,7 +330,14 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             }
             found.push(Real {
                 layer: li,
-                loc: Loc::At(dir, lname.clone()),
+                loc: Loc::At(
+                    dir,
+                    if lname == &*cname {
+                        cname.clone()
+                    } else {
+                        lname.into()
+                    },
+                ),
                 ino: st.st_ino,
                 opaque: false,
                 xwhiteouts: false,
@@ -472,7 +480,11 @@ pub fn lookup(
             top,
         ),
     }
-    let mut node = Node::new(id, found.kind, found.reals, parent.id, cname(name)?);
+    let link_name = match &found.reals[0].loc {
+        Loc::At(_, n) if n.to_bytes() == name.as_bytes() => n.clone(),
+        _ => cname(name)?.into(),
+    };
+    let mut node = Node::new(id, found.kind, found.reals, parent.id, link_name);
     node.generation = generation;
     let node = if reused {
         tracing::debug!(id, "node id reused by another object");
@@ -623,7 +635,7 @@ pub(crate) mod tests {
             FileType::RegularFile,
             root.reals().to_vec(),
             ROOT_ID,
-            c"gone".to_owned(),
+            c"gone".into(),
         ));
         let (node, _) = lookup(&f.ovl, &root, OsStr::new("fresh")).unwrap().unwrap();
         assert_eq!(node.id, id);

@@ -12,10 +12,14 @@
 use fuser::FileType;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{fstat, fstatat, FileStat};
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
+
+/// A name in a directory, shared by a node's link and its real object's location (one
+/// allocation for both: there is a node per inode the kernel holds).
+pub type Name = Arc<CStr>;
 
 /// How a real object is reached.
 #[derive(Clone)]
@@ -23,7 +27,7 @@ pub enum Loc {
     /// A directory (or layer root), held open as `O_PATH`.
     Dir(Arc<OwnedFd>),
     /// A non-directory: a directory of the same layer and its name there.
-    At(Arc<OwnedFd>, CString),
+    At(Arc<OwnedFd>, Name),
     /// A non-directory whose name went away while it has other links, held as `O_PATH`.
     Fd(Arc<OwnedFd>),
 }
@@ -57,7 +61,7 @@ impl Real {
     pub fn at(&self) -> (BorrowedFd<'_>, &CStr) {
         match &self.loc {
             Loc::Dir(fd) | Loc::Fd(fd) => (fd.as_fd(), c""),
-            Loc::At(dir, name) => (dir.as_fd(), name.as_c_str()),
+            Loc::At(dir, name) => (dir.as_fd(), name),
         }
     }
 
@@ -65,9 +69,7 @@ impl Real {
     pub fn stat(&self) -> nix::Result<FileStat> {
         match &self.loc {
             Loc::Dir(fd) | Loc::Fd(fd) => fstat(fd.as_fd()),
-            Loc::At(dir, name) => {
-                fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-            }
+            Loc::At(dir, name) => fstatat(dir.as_fd(), &**name, AtFlags::AT_SYMLINK_NOFOLLOW),
         }
     }
 }
@@ -76,13 +78,13 @@ impl Real {
 #[derive(Clone, Debug)]
 pub struct Link {
     pub parent: u64,
-    pub name: CString,
+    pub name: Name,
 }
 
 pub struct Node {
     pub id: u64,
     pub kind: FileType,
-    reals: RwLock<Arc<Vec<Real>>>,
+    reals: RwLock<Arc<[Real]>>,
     /// The kernel's lookup count; the node leaves the table when it reaches 0.
     pub lookups: AtomicU64,
     /// The directory it was last found in and its name there (for `..` and copy-up).
@@ -120,11 +122,12 @@ static NOT_A_DIR: DirState = DirState {
 };
 
 impl Node {
-    pub fn new(id: u64, kind: FileType, reals: Vec<Real>, parent: u64, name: CString) -> Node {
+    pub fn new(id: u64, kind: FileType, reals: Vec<Real>, parent: u64, name: Name) -> Node {
         Node {
             id,
             kind,
-            reals: RwLock::new(Arc::new(reals)),
+            // Exactly as long as it is: a lookup's vector has room for more.
+            reals: RwLock::new(reals.into()),
             lookups: AtomicU64::new(0),
             link: Mutex::new(Link { parent, name }),
             copy_up_lock: Mutex::new(()),
@@ -147,7 +150,7 @@ impl Node {
     }
 
     /// The real objects, topmost first.
-    pub fn reals(&self) -> Arc<Vec<Real>> {
+    pub fn reals(&self) -> Arc<[Real]> {
         self.reals.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -166,7 +169,7 @@ impl Node {
 
     /// Replaces the real objects (after a copy-up or a change in the upper layer).
     pub fn set_reals(&self, reals: Vec<Real>) {
-        *self.reals.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reals);
+        *self.reals.write().unwrap_or_else(|e| e.into_inner()) = reals.into();
     }
 
     /// Whether the topmost real object is in the upper layer (index 0 when there is one).

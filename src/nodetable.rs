@@ -74,7 +74,7 @@ impl NodeTable {
     }
 
     /// Every node's (directory, name), for invalidating a whole directory.
-    pub fn links(&self) -> Vec<(u64, std::ffi::CString)> {
+    pub fn links(&self) -> Vec<(u64, crate::node::Name)> {
         let nodes: Vec<Arc<Node>> = self.read().values().cloned().collect();
         nodes
             .iter()
@@ -178,7 +178,7 @@ mod tests {
     use fuser::FileType;
 
     fn node(id: u64) -> Node {
-        Node::new(id, FileType::RegularFile, Vec::new(), 1, c"f".to_owned())
+        Node::new(id, FileType::RegularFile, Vec::new(), 1, c"f".into())
     }
 
     #[test]

@@ -266,7 +266,7 @@ impl Ovl {
             FileType::Directory,
             reals,
             ROOT_ID,
-            c"/".to_owned(),
+            c"/".into(),
         ));
         Ok(Ovl {
             layers,

@@ -212,7 +212,7 @@ impl Watch {
             if watched.contains(&parent) {
                 ovl.notify.queue(Inval::Entry {
                     parent,
-                    name: std::os::unix::ffi::OsStringExt::from_vec(name.into_bytes()),
+                    name: std::os::unix::ffi::OsStringExt::from_vec(name.to_bytes().to_vec()),
                 });
             }
         }
