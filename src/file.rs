@@ -12,11 +12,15 @@
 //! reference, the open files keep it alive); the node's backing mutex covers that choice and the
 //! count of cached opens, and is a leaf, held only around the backing-id ioctl on /dev/fuse,
 //! which never waits on this mount.
+//!
+//! A writer's open of a setgid file without group execute goes through the daemon, not
+//! passthrough, unless the node already has a passthrough backing: the kernel does not clear that
+//! bit for a writer outside the file's group, so plyfs does at the first write (`killpriv.rs`).
 
 use fuser::{BackingId, Errno, FopenFlags, ReplyOpen};
 use nix::fcntl::OFlag;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::copy_up::copy_up;
@@ -30,6 +34,9 @@ pub struct OpenFile {
     ino: AtomicU64,
     node: Arc<Node>,
     read_only: bool,
+    /// A writer's open of a setgid file without group execute, not written yet: the first write
+    /// checks whether the writer takes the bit (`killpriv.rs`).
+    sgid_watch: AtomicBool,
     /// Keeps the node's shared backing id alive while this file is open.
     pub backing: Option<Arc<BackingId>>,
 }
@@ -118,6 +125,7 @@ pub fn register(
     // `noatime` mount a reader's would update the real atime, so I/O goes through plyfs there
     // (for writers too: a reader would have to share a writer's backing file).
     let final_copy = (ovl.layers.is_upper(real.layer) || ovl.read_only) && !ovl.noatime;
+    let sgid_watch = wants_write(flags) && setgid_without_group_exec(fd.as_fd());
     let backing = {
         let mut slot = node.backing.0.lock().unwrap_or_else(|e| e.into_inner());
         let alive = slot.id.upgrade();
@@ -125,6 +133,7 @@ pub fn register(
             Some(b) if slot.ino == real.ino => Some(b),
             Some(_) => None,
             None if final_copy
+                && !sgid_watch
                 && slot.cached_opens == 0
                 && ovl.passthrough.load(Ordering::Relaxed) =>
             {
@@ -161,9 +170,17 @@ pub fn register(
         ino: AtomicU64::new(real.ino),
         node: node.clone(),
         read_only: !wants_write(flags),
+        sgid_watch: AtomicBool::new(sgid_watch && backing.is_none()),
         backing: backing.clone(),
     });
     (fh, fopen, backing)
+}
+
+/// Whether an open file is setgid without group execute: the kernel's FUSE client clears
+/// setuid, and setgid with group execute, before a write itself, but not this.
+fn setgid_without_group_exec(fd: BorrowedFd) -> bool {
+    nix::sys::stat::fstat(fd)
+        .is_ok_and(|st| st.st_mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID)
 }
 
 fn open_real(ovl: &Ovl, node: &Arc<Node>, flags: i32) -> OResult<OwnedFd> {
@@ -213,8 +230,9 @@ fn follow_copy_up(file: &OpenFile) -> OResult<()> {
     Ok(())
 }
 
-/// Writes `data` at `offset` of an open file.
-pub fn write(ovl: &Ovl, fh: u64, offset: u64, data: &[u8]) -> OResult<u32> {
+/// Writes `data` at `offset` of an open file; with whether it was the first write of an open
+/// whose writer may take the file's setgid bit (see `sgid_watch`).
+pub fn write(ovl: &Ovl, fh: u64, offset: u64, data: &[u8]) -> OResult<(u32, bool)> {
     let file = ovl.files.get(fh)?;
     let mut done = 0;
     while done < data.len() {
@@ -225,7 +243,7 @@ pub fn write(ovl: &Ovl, fh: u64, offset: u64, data: &[u8]) -> OResult<u32> {
         )
         .map_err(errno)?;
     }
-    Ok(done as u32)
+    Ok((done as u32, file.sgid_watch.swap(false, Ordering::Relaxed)))
 }
 
 pub fn fsync(ovl: &Ovl, fh: u64, datasync: bool) -> OResult<()> {

@@ -18,7 +18,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::dir::{self, Caller, New};
 use crate::ovl::{errno, io_errno, OResult, Ovl};
-use crate::{file, inode, namei, readdir, realops, xattr};
+use crate::{file, inode, killpriv, namei, readdir, realops, xattr};
 
 pub struct PlyFs {
     pub ovl: std::sync::Arc<Ovl>,
@@ -111,6 +111,7 @@ impl PlyFs {
 
     fn set_or_remove_xattr(
         &self,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: Option<(&[u8], i32)>,
@@ -124,7 +125,38 @@ impl PlyFs {
             Some((v, flags)) => realops::set_xattr(dir, n, &real_name, v, flags),
             None => realops::remove_xattr(dir, n, &real_name),
         }
-        .map_err(errno)
+        .map_err(errno)?;
+        if value.is_some() && real_name.as_bytes() == b"system.posix_acl_access" {
+            self.kill_priv(req, ino, killpriv::on_access_acl)?;
+        }
+        Ok(())
+    }
+
+    /// Clears the setuid/setgid bits `rule` says the request's caller takes from upper object
+    /// `ino` (see `killpriv.rs`); whether it cleared any.
+    fn kill_priv(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        rule: fn(u32, u32, &killpriv::Who) -> u32,
+    ) -> OResult<bool> {
+        let node = self.ovl.node(ino.0)?;
+        let attr = inode::getattr(&self.ovl, &node)?;
+        let mode = inode::type_bits(attr.kind) | u32::from(attr.perm);
+        let bits = rule(mode, attr.gid, &killpriv::Who::of(req));
+        if bits == 0 {
+            return Ok(false);
+        }
+        let reals = node.reals();
+        let (dir, name) = reals[0].at();
+        killpriv::clear(&self.ovl, dir, name, mode, bits)?;
+        // The kernel refreshes only size and times after a fallocate or write, so a `stat` of
+        // the mode alone would show its cached bits. Queued before the reply; the worker sends
+        // it at once (see `notify.rs` for why not from here).
+        self.ovl
+            .notify
+            .queue(crate::notify::Inval::Inode { ino: ino.0 });
+        Ok(true)
     }
 
     /// The real xattr name behind a user's; `hidden` when the name is one users cannot reach.
@@ -474,7 +506,7 @@ impl Filesystem for PlyFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -499,11 +531,16 @@ impl Filesystem for PlyFs {
             mtime,
             fh: fh.map(|f| f.0),
         };
-        match self
-            .ovl
-            .node(ino.0)
-            .and_then(|n| inode::setattr(&self.ovl, &n, &a))
-        {
+        let res = self.ovl.node(ino.0).and_then(|n| {
+            let attr = inode::setattr(&self.ovl, &n, &a)?;
+            // A truncate: the kernel left setgid without group execute to plyfs.
+            let sgid = u32::from(attr.perm) & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID;
+            if size.is_some() && sgid && self.kill_priv(req, ino, killpriv::on_data_change)? {
+                return inode::getattr(&self.ovl, &n);
+            }
+            Ok(attr)
+        });
+        match res {
             Ok(attr) => reply.attr(&self.ovl.timeout, &attr),
             Err(e) => reply.error(e),
         }
@@ -654,8 +691,8 @@ impl Filesystem for PlyFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -664,7 +701,13 @@ impl Filesystem for PlyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match file::write(&self.ovl, fh.0, offset, data) {
+        let res = file::write(&self.ovl, fh.0, offset, data).and_then(|(n, first)| {
+            if first {
+                self.kill_priv(req, ino, killpriv::on_data_change)?;
+            }
+            Ok(n)
+        });
+        match res {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -713,15 +756,17 @@ impl Filesystem for PlyFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match file::fallocate(&self.ovl, fh.0, offset, length, mode) {
+        let res = file::fallocate(&self.ovl, fh.0, offset, length, mode)
+            .and_then(|()| self.kill_priv(req, ino, killpriv::on_data_change).map(drop));
+        match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -744,7 +789,7 @@ impl Filesystem for PlyFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -752,14 +797,14 @@ impl Filesystem for PlyFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.set_or_remove_xattr(ino, name, Some((value, flags))) {
+        match self.set_or_remove_xattr(req, ino, name, Some((value, flags))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.set_or_remove_xattr(ino, name, None) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.set_or_remove_xattr(req, ino, name, None) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

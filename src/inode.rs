@@ -24,6 +24,19 @@ pub fn file_type(mode: u32) -> FileType {
     }
 }
 
+/// The `S_IFMT` bits of a file type.
+pub fn type_bits(kind: FileType) -> u32 {
+    match kind {
+        FileType::Directory => libc::S_IFDIR,
+        FileType::Symlink => libc::S_IFLNK,
+        FileType::NamedPipe => libc::S_IFIFO,
+        FileType::Socket => libc::S_IFSOCK,
+        FileType::CharDevice => libc::S_IFCHR,
+        FileType::BlockDevice => libc::S_IFBLK,
+        FileType::RegularFile => libc::S_IFREG,
+    }
+}
+
 fn time(sec: i64, nsec: i64) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod idmap;
 pub mod index;
 pub mod inode;
+pub mod killpriv;
 pub mod layer;
 pub mod mount;
 pub mod namei;

@@ -8,9 +8,11 @@ identical layers and compares the output line by line.
 
 Usage: ops.py ROOT
 """
+import ctypes
 import errno
 import os
 import stat
+import struct
 import sys
 
 ROOT = sys.argv[1]
@@ -54,6 +56,31 @@ def create(rel):
     os.close(os.open(p(rel), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def fallocate(rel, mode):
+    """fallocate(2) of the first 4 KiB with `mode`; then the file's mode."""
+    fd = os.open(p(rel), os.O_WRONLY)
+    try:
+        if LIBC.fallocate(fd, mode, ctypes.c_long(0), ctypes.c_long(4096)) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        os.close(fd)
+    return oct(os.lstat(p(rel)).st_mode)
+
+
+# u::rwx,g::rwx,o::rwx as system.posix_acl_access holds it.
+MINIMAL_ACL = struct.pack("<I", 2) + b"".join(
+    struct.pack("<HHI", tag, 7, 0xFFFFFFFF) for tag in (1, 4, 0x20))
+
+
+def setfacl(rel):
+    os.setxattr(p(rel), "system.posix_acl_access", MINIMAL_ACL)
+    return oct(os.lstat(p(rel)).st_mode)
+
+
 def access(rel):
     return "".join(c if os.access(p(rel), m) else "-"
                    for c, m in (("r", os.R_OK), ("w", os.W_OK), ("x", os.X_OK)))
@@ -67,6 +94,15 @@ for f in FILES:
     run("access " + f, lambda: access(f))
     run("read " + f, lambda: read(f))
     run("append " + f, lambda: append(f))
+# setuid/setgid after fallocate (allocate, punch a hole, zero a range) and after an ACL set
+# by a caller outside the file's group (xfstests generic/375, 683-685).
+for f, mode in (("pub/falloc", 0), ("pub/punch", 3), ("pub/zero", 0x10), ("pub/sgidgrp", 0)):
+    run("fallocate-%d %s" % (mode, f), lambda: fallocate(f, mode))
+run("append pub/sgidwr", lambda: append("pub/sgidwr") or oct(os.lstat(p("pub/sgidwr")).st_mode))
+run("truncate pub/sgidtr", lambda: os.truncate(p("pub/sgidtr"), 1)
+    or oct(os.lstat(p("pub/sgidtr")).st_mode))
+for f in ("mine/sgidacl", "mine/sgiddir", "mine/sgidgrp"):
+    run("setfacl " + f, lambda: setfacl(f))
 for d in DIRS:
     run("create " + d, lambda: create(d + "/new-u"))
     run("mkdir " + d, lambda: os.mkdir(p(d + "/dir-u"), 0o755))
