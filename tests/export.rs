@@ -473,11 +473,21 @@ fn read_only_mounts_decode_and_export_off_does_not() {
         let f = Obj::take("f", &s.p("d1/d2/d3/f"));
         d3.check(&s.mnt, &opts);
         for o in [&d3, &f] {
-            drop_caches();
-            match decode(&s.mnt, &o.handle) {
-                Ok(_) if decodes => o.check(&s.mnt, &opts),
-                Err(e) if !decodes && e.raw_os_error() == Some(libc::ESTALE) => {}
-                other => panic!("{opts}: {} decoded to {other:?}", o.name),
+            // drop_caches stops early when the system is busy (other tests in parallel), and
+            // a cached inode decodes without export: one drop that evicts it is enough.
+            let mut tries = 5;
+            loop {
+                drop_caches();
+                match decode(&s.mnt, &o.handle) {
+                    Ok(_) if decodes => o.check(&s.mnt, &opts),
+                    Ok(_) if !decodes && tries > 1 => {
+                        tries -= 1;
+                        continue;
+                    }
+                    Err(e) if !decodes && e.raw_os_error() == Some(libc::ESTALE) => {}
+                    other => panic!("{opts}: {} decoded to {other:?}", o.name),
+                }
+                break;
             }
         }
         m.unmount();
