@@ -61,6 +61,9 @@ pub struct Config {
     pub foreground: bool,
     pub debug: bool,
     pub read_only: bool,
+    /// `strictatime`: every read updates the atime of an upper file (the upper layer is reached
+    /// through a private clone of its mount with strict atime, as the kernel's overlay does).
+    pub strictatime: bool,
     pub volatile: bool,
     pub fsync: bool,
     pub squash_uid: Option<u32>,
@@ -99,6 +102,7 @@ impl Config {
             foreground: false,
             debug: false,
             read_only: false,
+            strictatime: false,
             volatile: false,
             fsync: true,
             squash_uid: None,
@@ -219,7 +223,8 @@ Options:
   cache_entries=N        bound of the daemon's lookup caches, in entries (default 16384)
   watch=on|off           pick up changes made in the upper dir underneath the mount (default on)
   allow_other, allow_root, default_permissions, ro, rw, fsname=NAME, subtype=NAME
-  dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime (passed to the kernel)
+  dev, nodev, suid, nosuid, exec, noexec, atime, noatime (passed to the kernel)
+  relatime, strictatime  when reads update an upper file's atime (default: as the upper fs)
   -f                     stay in the foreground
   -d                     debug log to stderr (implies -f)
 ";
@@ -478,8 +483,12 @@ fn apply_option(cfg: &mut Config, opt: &str) -> Result<()> {
         }
         // Options that mount(8) and mount.fuse hand to every helper and that have no meaning
         // here: FUSE mounts are relatime and async already.
-        "relatime" | "strictatime" | "nodiratime" | "diratime" | "async" | "defaults" | "auto"
-        | "noauto" | "nofail" | "_netdev" | "user" | "users" | "nouser" => flag(val)?,
+        "strictatime" | "relatime" => {
+            flag(val)?;
+            cfg.strictatime = key == "strictatime";
+        }
+        "nodiratime" | "diratime" | "async" | "defaults" | "auto" | "noauto" | "nofail"
+        | "_netdev" | "user" | "users" | "nouser" => flag(val)?,
         _ if key.starts_with("x-") => {}
         _ => bail!("unknown option '{opt}'"),
     }

@@ -96,21 +96,76 @@ impl Layers {
     }
 }
 
-/// Whether the mount `fd` is on is an idmapped mount (`idmapped` among its mount options in
-/// /proc/self/mountinfo, found by the `mnt_id` of the fd).
-pub fn is_idmapped(fd: BorrowedFd) -> bool {
+/// The id of the mount `fd` is on (`mnt_id` in /proc/self/fdinfo).
+fn mount_id(fd: BorrowedFd) -> Option<String> {
     use std::os::fd::AsRawFd;
-    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
-        .unwrap_or_default();
-    let Some(mnt_id) = fdinfo
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    fdinfo
         .lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .map(|v| v.trim().to_string())
-    else {
+}
+
+/// Whether the mount `fd` is on is an idmapped mount (`idmapped` among its mount options in
+/// /proc/self/mountinfo, found by the `mnt_id` of the fd).
+pub fn is_idmapped(fd: BorrowedFd) -> bool {
+    let Some(mnt_id) = mount_id(fd) else {
         return false;
     };
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     mount_is_idmapped(&mountinfo, &mnt_id)
+}
+
+/// With `strictatime`, `cfg` with its upper and work dirs reached through a private clone of
+/// their mount with strict atime (below /proc/self/fd/N of the clone's fd, returned too: it
+/// lives as long as the mount). The FUSE mount's atime flags do not reach the real files, and
+/// the upper filesystem's own mount is usually relatime, so this is how a read updates the
+/// atime every time. Where it cannot be done (upper and work on two mounts, or no
+/// `CAP_SYS_ADMIN`), atime stays as the upper filesystem's mount has it, and the log says so.
+pub fn atime_view(cfg: &Config) -> (Config, Option<OwnedFd>) {
+    let (Some(upper), Some(work), true) = (&cfg.upper, &cfg.work, cfg.strictatime) else {
+        return (cfg.clone(), None);
+    };
+    match clone_upper_mount(upper, work) {
+        Ok((fd, upper, work)) => {
+            let mut view = cfg.clone();
+            (view.upper, view.work) = (Some(upper), Some(work));
+            (view, Some(fd))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "strictatime: atime stays as the upper filesystem's mount has it: {e:#}"
+            );
+            (cfg.clone(), None)
+        }
+    }
+}
+
+/// Clones the mount holding `upper` and `work` at their deepest common directory; the clone's
+/// fd and the two paths through it.
+fn clone_upper_mount(upper: &Path, work: &Path) -> Result<(OwnedFd, PathBuf, PathBuf)> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let (upper, work) = (upper.canonicalize()?, work.canonicalize()?);
+    let (u, _) = open_root(&upper)?;
+    let (w, _) = open_root(&work)?;
+    if mount_id(u.as_fd()).is_none() || mount_id(u.as_fd()) != mount_id(w.as_fd()) {
+        anyhow::bail!("upperdir and workdir are not on one mount");
+    }
+    let common: PathBuf = upper
+        .components()
+        .zip(work.components())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    let fd = crate::sys::mount::clone_with_strictatime(&common)
+        .with_context(|| format!("cannot clone the mount at '{}'", common.display()))?;
+    let through = |p: &Path| {
+        let rel = p.strip_prefix(&common).unwrap_or(Path::new(""));
+        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())).join(rel)
+    };
+    let (upper, work) = (through(&upper), through(&work));
+    tracing::info!(upper = %upper.display(), "strictatime: upper layer through a private mount");
+    Ok((fd, upper, work))
 }
 
 /// Whether mount `mnt_id` of a /proc/self/mountinfo text has the `idmapped` mount option.

@@ -99,6 +99,9 @@ pub struct Ovl {
     pub notify: crate::notify::Notify,
     /// The upper-layer watch.
     pub watch: crate::watch::Watch,
+    /// The private mount the upper layer is reached through with `strictatime`
+    /// (`layer::atime_view`); kept for the mount's life.
+    _atime_view: Option<std::os::fd::OwnedFd>,
     /// Mounted `noatime`: reads of real files do not update their atime.
     pub noatime: bool,
     /// Owner mapping and squashing (`idmap.rs`).
@@ -173,6 +176,8 @@ fn export_on(cfg: &Config, layers: &Layers) -> Result<bool> {
 
 impl Ovl {
     pub fn new(cfg: &Config) -> Result<Ovl> {
+        let (cfg, atime_view) = crate::layer::atime_view(cfg);
+        let cfg = &cfg;
         let layers = Layers::open(cfg)?;
         let xattrs = OvlXattrs::new(cfg.userxattr || !trusted_xattrs_work(cfg));
         let mut reals = Vec::new();
@@ -292,6 +297,7 @@ impl Ovl {
             caches: crate::cache::Caches::new(cfg.cache_entries, !cfg.drop_negative_lower),
             notify: Default::default(),
             watch: Default::default(),
+            _atime_view: atime_view,
             noatime: cfg
                 .kernel_flags
                 .iter()

@@ -991,6 +991,43 @@ fn noatime_mounts_keep_atime() {
     assert!(seen[0].iter().all(|(_, a)| *a == 1_000_000));
 }
 
+/// On a `strictatime` mount every read of an upper file updates its atime, also a second read
+/// that relatime skips (atime already newer than mtime and ctime); without it, it does not
+/// (xfstests generic/003). As on the kernel's overlay.
+#[test]
+fn strictatime_updates_atime_on_every_read() {
+    let test = "strictatime_updates_atime_on_every_read";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    for opts in ["", ",strictatime"] {
+        let mut seen = Vec::new();
+        for kernel in [true, false] {
+            let l = Layers::build("demo", &[]);
+            let (_mounted, mnt) = mount_either(kernel, &l, opts);
+            let p = mnt.join("upper-file");
+            fs::write(&p, "upper").unwrap();
+            // Past the clock tick of the write: this first read updates atime on any mount.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            fs::read(&p).unwrap();
+            let first = fs::metadata(&p).unwrap().atime();
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            fs::read(&p).unwrap();
+            seen.push(fs::metadata(&p).unwrap().atime() > first);
+        }
+        assert_eq!(
+            seen[1], seen[0],
+            "{opts:?}: second read updated atime, plyfs vs kernel"
+        );
+        assert_eq!(
+            seen[1],
+            opts == ",strictatime",
+            "{opts:?}: second read updated atime"
+        );
+    }
+}
+
 /// `uidmapping=`/`gidmapping=` (containers-storage form) show stored container ids as host
 /// ids and store a chown's host ids back as container ids; `squash_to_root` and
 /// `squash_to_uid`/`squash_to_gid` show every object as owned by one id and store nothing.

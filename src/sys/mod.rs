@@ -8,5 +8,6 @@ pub mod clone;
 pub mod fanotify;
 pub mod handle;
 pub mod mem;
+pub mod mount;
 pub mod process;
 pub mod xattr;
