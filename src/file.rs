@@ -52,7 +52,7 @@ impl Drop for OpenFile {
         if self.backing.is_none() {
             let mut slot = self
                 .node
-                .backing
+                .backing()
                 .0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
@@ -127,7 +127,7 @@ pub fn register(
     let final_copy = (ovl.layers.is_upper(real.layer) || ovl.read_only) && !ovl.noatime;
     let sgid_watch = wants_write(flags) && setgid_without_group_exec(fd.as_fd());
     let backing = {
-        let mut slot = node.backing.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = node.backing().0.lock().unwrap_or_else(|e| e.into_inner());
         let alive = slot.id.upgrade();
         let backing = match alive {
             Some(b) if slot.ino == real.ino => Some(b),

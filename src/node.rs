@@ -5,7 +5,7 @@
 //! named by its directory's fd and its name there, so the number of open fds follows the number
 //! of directories the kernel holds, not files. A non-directory has exactly one real
 //! object (the topmost); a directory has one per layer it merges, cut after the first opaque
-//! one. The `reals` lock is only held to clone the `Arc` (never across a system call). Lock
+//! one. The `state` lock (reals and link) is only held to clone or replace them (never across a system call). Lock
 //! order: a directory's `names` lock (two of them in node id order), then the node table, then
 //! a node's other locks, which are leaves.
 
@@ -15,7 +15,7 @@ use nix::sys::stat::{fstat, fstatat, FileStat};
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// A name in a directory, shared by a node's link and its real object's location (one
 /// allocation for both: there is a node per inode the kernel holds).
@@ -84,19 +84,26 @@ pub struct Link {
 pub struct Node {
     pub id: u64,
     pub kind: FileType,
-    reals: RwLock<Arc<[Real]>>,
+    /// Its real objects and its place in the tree, under one lock (held only to clone or
+    /// replace them): one lock word less per node, and there is a node per inode the kernel
+    /// holds.
+    state: Mutex<State>,
     /// The kernel's lookup count; the node leaves the table when it reaches 0.
     pub lookups: AtomicU64,
-    /// The directory it was last found in and its name there (for `..` and copy-up).
-    link: Mutex<Link>,
     /// Held while the node is copied up: one copy-up at a time, and the others wait for it.
     pub copy_up_lock: Mutex<()>,
-    /// The FUSE passthrough backing id shared by the node's open files.
-    pub backing: crate::file::Backing,
+    /// The FUSE passthrough backing id shared by the node's open files; made at the first open.
+    backing: OnceLock<Box<crate::file::Backing>>,
     /// The generation the kernel gets with the id (`export.rs`); fixed for the node's life.
     pub generation: u32,
     /// What only a directory has; `None` for other nodes (most of them: it saves their memory).
     dir: Option<Box<DirState>>,
+}
+
+struct State {
+    reals: Arc<[Real]>,
+    /// The directory it was last found in and its name there (for `..` and copy-up).
+    link: Link,
 }
 
 /// A directory node's own state.
@@ -127,11 +134,13 @@ impl Node {
             id,
             kind,
             // Exactly as long as it is: a lookup's vector has room for more.
-            reals: RwLock::new(reals.into()),
+            state: Mutex::new(State {
+                reals: reals.into(),
+                link: Link { parent, name },
+            }),
             lookups: AtomicU64::new(0),
-            link: Mutex::new(Link { parent, name }),
             copy_up_lock: Mutex::new(()),
-            backing: Default::default(),
+            backing: OnceLock::new(),
             generation: 0,
             dir: (kind == FileType::Directory).then(Box::default),
         }
@@ -149,9 +158,18 @@ impl Node {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The real objects, topmost first.
     pub fn reals(&self) -> Arc<[Real]> {
-        self.reals.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state().reals.clone()
+    }
+
+    /// The node's passthrough state (`file.rs`).
+    pub fn backing(&self) -> &crate::file::Backing {
+        self.backing.get_or_init(Default::default)
     }
 
     pub fn parent(&self) -> u64 {
@@ -160,16 +178,16 @@ impl Node {
 
     /// Where the node was last found: its directory's node id and its name there.
     pub fn link(&self) -> Link {
-        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state().link.clone()
     }
 
     pub fn set_link(&self, link: Link) {
-        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = link;
+        self.state().link = link;
     }
 
     /// Replaces the real objects (after a copy-up or a change in the upper layer).
     pub fn set_reals(&self, reals: Vec<Real>) {
-        *self.reals.write().unwrap_or_else(|e| e.into_inner()) = reals.into();
+        self.state().reals = reals.into();
     }
 
     /// Whether the topmost real object is in the upper layer (index 0 when there is one).

@@ -6,7 +6,7 @@
 //! a forget either revives the node or finds it gone, never a removed node. The table lock is
 //! taken before any node lock and never held across a system call.
 //!
-//! Memory: the table holds a node per inode the kernel holds (about 600 bytes each with its
+//! Memory: the table holds a node per inode the kernel holds (about 300 bytes each with its
 //! real objects and names), so the daemon's memory follows the kernel's inode cache. When
 //! FORGETs shrink the table to a quarter of its high-water mark, the freed heap is handed back
 //! to the system (`sys::mem::trim_heap`), so a big walk's memory goes when the kernel forgets.
