@@ -157,6 +157,9 @@ pub fn register(
         }
         backing
     };
+    if backing.is_none() {
+        buffered_io(&fd);
+    }
     // No FLUSH on close: plyfs writes through at once. The kernel accepts no cache flags with
     // passthrough (it uses the backing file's cache); lower files never change while mounted,
     // so their page cache may be kept across opens.
@@ -174,6 +177,18 @@ pub fn register(
         backing: backing.clone(),
     });
     (fh, fopen, backing)
+}
+
+/// Turns `O_DIRECT` off on a real fd plyfs reads and writes itself: FUSE hands plyfs the data in
+/// buffers of its own, not aligned as direct I/O wants (EINVAL). Passthrough opens keep it.
+fn buffered_io(fd: &OwnedFd) {
+    use nix::fcntl::{fcntl, FcntlArg};
+    if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFL) {
+        let fl = OFlag::from_bits_truncate(fl);
+        if fl.contains(OFlag::O_DIRECT) {
+            let _ = fcntl(fd, FcntlArg::F_SETFL(fl - OFlag::O_DIRECT));
+        }
+    }
 }
 
 /// Whether an open file is setgid without group execute: the kernel's FUSE client clears
