@@ -101,9 +101,39 @@ pub struct Node {
 }
 
 struct State {
-    reals: Arc<[Real]>,
+    reals: Reals,
     /// The directory it was last found in and its name there (for `..` and copy-up).
     link: Link,
+}
+
+/// A node's real objects, topmost first. Most nodes have one, kept inline (no allocation of
+/// its own: there is a node per inode the kernel holds); a merged directory shares a slice.
+#[derive(Clone)]
+pub enum Reals {
+    One(Real),
+    Many(Arc<[Real]>),
+}
+
+impl std::ops::Deref for Reals {
+    type Target = [Real];
+    fn deref(&self) -> &[Real] {
+        match self {
+            Reals::One(r) => std::slice::from_ref(r),
+            Reals::Many(all) => all,
+        }
+    }
+}
+
+impl From<Vec<Real>> for Reals {
+    fn from(mut reals: Vec<Real>) -> Reals {
+        if reals.len() == 1 {
+            if let Some(one) = reals.pop() {
+                return Reals::One(one);
+            }
+        }
+        // Exactly as long as it is: a lookup's vector has room for more.
+        Reals::Many(reals.into())
+    }
 }
 
 /// A directory node's own state.
@@ -133,7 +163,6 @@ impl Node {
         Node {
             id,
             kind,
-            // Exactly as long as it is: a lookup's vector has room for more.
             state: Mutex::new(State {
                 reals: reals.into(),
                 link: Link { parent, name },
@@ -163,7 +192,7 @@ impl Node {
     }
 
     /// The real objects, topmost first.
-    pub fn reals(&self) -> Arc<[Real]> {
+    pub fn reals(&self) -> Reals {
         self.state().reals.clone()
     }
 
