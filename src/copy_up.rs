@@ -204,7 +204,7 @@ fn build(ovl: &Ovl, work: &WorkDir, tmp: &CStr, src: &Real, st: &FileStat) -> OR
     // By the real type: a regular file standing for a device (an owner override) stays one.
     match crate::inode::file_type(st.st_mode) {
         FileType::Directory => realops::mkdir(wd, tmp, 0o700).map_err(errno)?,
-        FileType::RegularFile => copy_data(ovl, wd, tmp, sdir, sname, st)?,
+        FileType::RegularFile => copy_data(ovl, wd, tmp, src, st)?,
         FileType::Symlink => {
             let target = nix::fcntl::readlinkat(sdir, sname).map_err(errno)?;
             let target = CString::new(target.into_encoded_bytes()).map_err(|_| Errno::EIO)?;
@@ -225,17 +225,11 @@ fn build(ovl: &Ovl, work: &WorkDir, tmp: &CStr, src: &Real, st: &FileStat) -> OR
 }
 
 /// Copies a regular file's data, keeping holes, and syncs it unless the mount is volatile.
-fn copy_data(
-    ovl: &Ovl,
-    wd: BorrowedFd,
-    tmp: &CStr,
-    sdir: BorrowedFd,
-    sname: &CStr,
-    st: &FileStat,
-) -> OResult<()> {
+fn copy_data(ovl: &Ovl, wd: BorrowedFd, tmp: &CStr, real: &Real, st: &FileStat) -> OResult<()> {
+    let (sdir, sname) = real.at();
     let src = realops::open(sdir, sname, OFlag::O_RDONLY).map_err(errno)?;
     let dst = realops::create(wd, tmp, OFlag::O_WRONLY, 0o600).map_err(errno)?;
-    if st.st_size > 0 && sys::clone::ficlone(dst.as_fd(), src.as_fd()).is_err() {
+    if st.st_size > 0 && !clone(ovl, real.layer, &src, &dst) {
         copy_segments(&src, &dst, st.st_size)?;
     }
     if ovl.fsync {
@@ -244,10 +238,28 @@ fn copy_data(
     Ok(())
 }
 
+/// Whether `dst` now shares `src`'s data (`FICLONE`); not tried again for a layer where it
+/// failed (each try is a system call per copy-up).
+fn clone(ovl: &Ovl, layer: usize, src: &OwnedFd, dst: &OwnedFd) -> bool {
+    let fails = &ovl.layers.get(layer).clone_fails;
+    if fails.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    match sys::clone::ficlone(dst.as_fd(), src.as_fd()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(layer, %e, "no FICLONE for copy-ups from this layer");
+            fails.store(true, std::sync::atomic::Ordering::Relaxed);
+            false
+        }
+    }
+}
+
 /// Copies the data segments of `src` (SEEK_DATA/SEEK_HOLE) and sets the size, so a sparse file
 /// stays sparse.
 fn copy_segments(src: &OwnedFd, dst: &OwnedFd, size: i64) -> OResult<()> {
     let mut pos = 0i64;
+    let mut written_to = 0i64;
     while pos < size {
         let data = match nix::unistd::lseek(src, pos, Whence::SeekData) {
             Ok(d) => d,
@@ -256,7 +268,10 @@ fn copy_segments(src: &OwnedFd, dst: &OwnedFd, size: i64) -> OResult<()> {
         };
         let hole = nix::unistd::lseek(src, data, Whence::SeekHole).map_err(errno)?;
         copy_range(src, dst, data, hole - data)?;
-        pos = hole;
+        (pos, written_to) = (hole, hole);
+    }
+    if written_to == size {
+        return Ok(()); // the data ran to the end: the copy has its size already
     }
     nix::unistd::ftruncate(dst, size).map_err(errno)
 }

@@ -25,6 +25,9 @@ pub struct Layer {
     /// The root opened for reading: `open_by_handle_at` needs a real fd (not `O_PATH`) to name
     /// the filesystem. `None` where it cannot be opened.
     pub handle_fd: Option<OwnedFd>,
+    /// A copy-up from this layer found that `FICLONE` does not work (no reflink, or another
+    /// filesystem than the upper's): later ones do not try it.
+    pub clone_fails: std::sync::atomic::AtomicBool,
 }
 
 pub struct Layers {
@@ -71,6 +74,7 @@ impl Layers {
                 path,
                 root,
                 handle_fd,
+                clone_fails: Default::default(),
                 dev,
                 fs_index: u8::try_from(fs_index)
                     .context("too many filesystems under the layers")?,

@@ -136,6 +136,9 @@ pub fn chmod(dir: BorrowedFd, name: &CStr, mode: u32) -> R<()> {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         );
     }
+    if let Some(res) = crate::sys::chmod::fchmodat_nofollow(dir, name, mode) {
+        return res.map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+    }
     nix::sys::stat::fchmodat(
         dir,
         name,

@@ -1028,6 +1028,48 @@ fn strictatime_updates_atime_on_every_read() {
     }
 }
 
+/// Copy-up of a lower file whose data ends before its size (a trailing hole) keeps its size and
+/// data, as on the kernel's overlay, and the hole (plyfs sets the size only where the data does
+/// not reach it; the kernel copies the first 1 MiB chunk whole, so its blocks are not compared).
+#[test]
+fn copy_up_keeps_a_trailing_hole() {
+    let test = "copy_up_keeps_a_trailing_hole";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    for kernel in [true, false] {
+        let l = Layers::build("demo", &[]);
+        let f = l.lowers[0].join("trailing-hole");
+        fs::write(&f, b"data").unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let (_mounted, mnt) = mount_either(kernel, &l, "");
+        chmod(&mnt.join("trailing-hole"), 0o600).unwrap();
+        let up = fs::metadata(l.upper.join("trailing-hole")).unwrap();
+        let data = fs::read(mnt.join("trailing-hole")).unwrap();
+        if !kernel {
+            assert!(
+                up.blocks() < 64,
+                "the hole was filled: {} blocks",
+                up.blocks()
+            );
+        }
+        seen.push((
+            up.len(),
+            data[..4].to_vec(),
+            data[4..].iter().all(|&b| b == 0),
+        ));
+    }
+    assert_eq!(seen[1], seen[0], "plyfs vs kernel");
+    assert_eq!(seen[1], (8 << 20, b"data".to_vec(), true));
+}
+
 /// `O_DIRECT` I/O that plyfs does itself (a lower file, which is read without passthrough; a
 /// setgid file without group execute opened for writing, see `killpriv.rs`) works as on the
 /// kernel's overlay: FUSE hands plyfs unaligned buffers, so plyfs does it buffered (xfstests

@@ -4,6 +4,7 @@
 //! block says why it is sound in a `// SAFETY:` comment. Nothing here holds a lock or knows about
 //! overlay semantics.
 
+pub mod chmod;
 pub mod clone;
 pub mod fanotify;
 pub mod handle;
