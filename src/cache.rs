@@ -262,15 +262,26 @@ mod tests {
             let d = dir(100 + id);
             c.set_complete(&d, 0, [b"a".as_slice()].into_iter());
         }
-        assert_eq!(c.complete_names.load(Ordering::Acquire), 0, "names given back");
+        assert_eq!(
+            c.complete_names.load(Ordering::Acquire),
+            0,
+            "names given back"
+        );
         let held = c.complete_lru.lock().unwrap().len();
-        assert!(held <= SWEEP_MIN, "{held} entries for forgotten directories kept");
+        assert!(
+            held <= SWEEP_MIN,
+            "{held} entries for forgotten directories kept"
+        );
         // Live ones stay complete through a sweep.
-        let live: Vec<_> = (0..2 * SWEEP_MIN as u64).map(|id| dir(10_000 + id)).collect();
+        let live: Vec<_> = (0..2 * SWEEP_MIN as u64)
+            .map(|id| dir(10_000 + id))
+            .collect();
         for d in &live {
             c.set_complete(d, 0, [b"a".as_slice()].into_iter());
         }
-        assert!(live.iter().all(|d| d.dir().complete.lock().unwrap().is_some()));
+        assert!(live
+            .iter()
+            .all(|d| d.dir().complete.lock().unwrap().is_some()));
     }
 
     #[test]
