@@ -326,6 +326,9 @@ inner_cleanup() {
 trap inner_cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The machine's own load, before the image build below adds to it.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---------------------------------------------------------------- the image
 # The host image's trees, most needed first; files over 2 MiB are left out, and the trees that
 # come after the budget is spent.
@@ -488,7 +491,6 @@ median() { # values... (ERR if any is)
               else printf "%d\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A MED ALL
 for w in $WORKLOADS; do
     log "== $w: $(workload_desc "$w") (warm-up $WARMUP, then $N runs per setup, taking turns)"
