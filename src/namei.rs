@@ -421,6 +421,7 @@ pub fn lookup(
     name: &OsStr,
 ) -> OResult<Option<(Arc<Node>, fuser::FileAttr)>> {
     let Some(found) = find(ovl, parent, name)? else {
+        crate::readdir::note_miss(ovl, parent);
         return Ok(None);
     };
     let mut id = match found.alias_of {

@@ -14,7 +14,7 @@ use nix::fcntl::AtFlags;
 use nix::sys::stat::{fstat, fstatat, FileStat};
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// A name in a directory, shared by a node's link and its real object's location (one
@@ -149,6 +149,10 @@ pub struct DirState {
     pub names: RwLock<()>,
     /// The directory's names when its whole listing is known (`cache.rs`).
     pub complete: Mutex<Option<Arc<crate::cache::Complete>>>,
+    /// Lookups that found nothing since plyfs last listed it for them (`readdir::note_miss`).
+    pub misses: AtomicU32,
+    /// The version (plus one) at which plyfs last listed it for its misses.
+    pub listed_at: AtomicU64,
 }
 
 /// The state non-directories share (never changed in a way anyone reads).
@@ -156,6 +160,8 @@ static NOT_A_DIR: DirState = DirState {
     version: AtomicU64::new(0),
     names: RwLock::new(()),
     complete: Mutex::new(None),
+    misses: AtomicU32::new(0),
+    listed_at: AtomicU64::new(0),
 };
 
 impl Node {

@@ -266,6 +266,56 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
 }
 
 /// The listing of an open directory for a read at `offset`: built anew at offset 0.
+/// Lookups of missing names in a directory before plyfs reads its whole listing, so that the
+/// next misses are answered from memory (a search path probes many names in few directories).
+const MISSES_BEFORE_LISTING: u32 = 32;
+/// The largest directory listed that way: the sum of its real directories' sizes.
+const LISTING_MAX_BYTES: i64 = 1 << 20;
+
+/// Notes a lookup in `dir` that found nothing; after `MISSES_BEFORE_LISTING` of them, lists the
+/// directory (at most once per version, and only a small one) and makes it complete, as a
+/// listing through the mount would.
+pub fn note_miss(ovl: &Ovl, dir: &Node) {
+    use std::sync::atomic::Ordering;
+    let state = dir.dir();
+    if dir.kind != FileType::Directory
+        || state.misses.fetch_add(1, Ordering::Relaxed) + 1 < MISSES_BEFORE_LISTING
+    {
+        return;
+    }
+    state.misses.store(0, Ordering::Relaxed);
+    let version = state.version.load(Ordering::Acquire);
+    if state.listed_at.swap(version + 1, Ordering::Relaxed) == version + 1
+        || state
+            .complete
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    {
+        return;
+    }
+    let size: i64 = dir
+        .reals()
+        .iter()
+        .filter_map(|r| r.dir_fd())
+        .filter_map(|fd| nix::sys::stat::fstat(fd.as_fd()).ok())
+        .map(|st| st.st_size)
+        .sum();
+    let Some(node) = ovl.nodes.get(dir.id).filter(|_| size <= LISTING_MAX_BYTES) else {
+        return;
+    };
+    if let Ok(listing) = merged_listing(ovl, &node) {
+        ovl.caches.set_complete(
+            &node,
+            version,
+            listing
+                .iter()
+                .skip(2)
+                .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str())),
+        );
+    }
+}
+
 pub fn listing_for(
     ovl: &Ovl,
     node: &Arc<Node>,

@@ -116,6 +116,39 @@ fn complete_directories_answer_misses_without_layer_lookups() {
     m.unmount();
 }
 
+/// A directory probed for many missing names (a search path) is listed once and then answers
+/// the next misses from memory, without a listing by anyone; a name made afterwards is found.
+#[test]
+fn many_misses_make_a_directory_complete() {
+    if !require_root_and_fuse("many_misses_make_a_directory_complete") {
+        return;
+    }
+    let tmp = TempDir::new("cache-misses");
+    let m = PlyMount::new(&format!("{},timeout=0", layers(&tmp)));
+    let before = stats(&m.mnt);
+    stat_missing(&m.mnt, "b", 200);
+    let after = stats(&m.mnt);
+    let (probes, hits) = (
+        delta(&before, &after, "lower_probes"),
+        delta(&before, &after, "complete_hits"),
+    );
+    assert!(
+        probes <= 40,
+        "{probes} lower lookups for 200 misses: {after:?}"
+    );
+    assert!(hits >= 160, "{hits} misses answered from memory: {after:?}");
+    assert!(
+        fs::symlink_metadata(m.path("b/f7")).is_ok(),
+        "a name it holds"
+    );
+    fs::write(m.path("b/missing3"), "now here").unwrap();
+    assert_eq!(
+        fs::read_to_string(m.path("b/missing3")).unwrap(),
+        "now here"
+    );
+    m.unmount();
+}
+
 #[test]
 fn small_caches_stay_bounded_and_eviction_clears_completeness() {
     if !require_root_and_fuse("small_caches_stay_bounded_and_eviction_clears_completeness") {
