@@ -810,6 +810,24 @@ impl Filesystem for PlyFs {
         }
     }
 
+    /// No ioctl is passed on to the real files: ENOTTY, as a regular file of the kernel's
+    /// overlay answers what its filesystem does not know. Every `isatty()` of an open file
+    /// (Python's `open` does one) comes here; fuser's default logged a warning for each.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        tracing::trace!(cmd, "ioctl: ENOTTY");
+        reply.error(Errno::ENOTTY);
+    }
+
     /// Files of the layers are regular files: always ready. ENOSYS tells the kernel so once
     /// (fuser's default logs a warning for it on every mount).
     fn poll(

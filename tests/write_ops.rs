@@ -1079,6 +1079,45 @@ fn copy_up_keeps_a_trailing_hole() {
     assert_eq!(seen[1], (8 << 20, b"data".to_vec(), true));
 }
 
+/// An ioctl the real file does not know, such as `isatty()`'s TCGETS (every Python `open`
+/// asks), fails with ENOTTY as on the kernel's overlay, and plyfs answers it quietly: fuser's
+/// default logged a warning for each one.
+#[test]
+fn unknown_ioctls_give_enotty_quietly() {
+    let test = "unknown_ioctls_give_enotty_quietly";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    let isatty = |mnt: &Path| {
+        let lower = fs::File::open(mnt.join("etc/hostname")).unwrap();
+        let new = fs::File::create(mnt.join("new-file")).unwrap();
+        (nix::unistd::isatty(&lower), nix::unistd::isatty(&new))
+    };
+    let l = Layers::build("demo", &[]);
+    let k = KernelMount::new(&kopts(&l));
+    let kernel = isatty(&k.mnt);
+    drop(k);
+    let l = Layers::build("demo", &[]);
+    let log = l.dir.join("daemon.log");
+    let mnt = l.dir.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let m = PlyMount::with_env(
+        &[
+            std::ffi::OsStr::new("-o"),
+            std::ffi::OsStr::new(&l.opts),
+            mnt.as_os_str(),
+        ],
+        &mnt,
+        &[("PLYFS_LOG_FILE", log.as_os_str())],
+    );
+    let plyfs = isatty(&mnt);
+    m.unmount();
+    assert_eq!(plyfs, kernel, "plyfs vs kernel");
+    assert_eq!(plyfs, (Ok(false), Ok(false)));
+    let logged = fs::read_to_string(&log).unwrap_or_default();
+    assert!(!logged.contains("ioctl"), "the daemon logged:\n{logged}");
+}
+
 /// `O_DIRECT` I/O that plyfs does itself (a lower file, which is read without passthrough; a
 /// setgid file without group execute opened for writing, see `killpriv.rs`) works as on the
 /// kernel's overlay: FUSE hands plyfs unaligned buffers, so plyfs does it buffered (xfstests
