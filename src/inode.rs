@@ -213,13 +213,19 @@ pub fn permitted(attr: &FileAttr, uid: u32, gid: u32, groups: &[u32], mask: i32)
 /// The supplementary groups of the calling process (from /proc; empty if it is gone).
 pub fn caller_groups(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
-                g.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
+        .map(|s| groups_in_status(&s))
+        .unwrap_or_default()
+}
+
+/// The `Groups:` line of a /proc/PID/status text.
+pub fn groups_in_status(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
         })
         .unwrap_or_default()
 }

@@ -56,20 +56,11 @@ fn creds(who: &Who) -> Creds {
 }
 
 fn parse_status(status: &str) -> Creds {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-    };
-    let groups = field("Groups:")
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let fsetid = field("CapEff:")
+    let groups = crate::inode::groups_in_status(status);
+    let fsetid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
         .and_then(|c| u64::from_str_radix(c, 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0);
     Creds { groups, fsetid }
