@@ -157,7 +157,8 @@ pub fn register(
         }
         backing
     };
-    if backing.is_none() {
+    // The real fd was opened with the caller's O_DIRECT: no F_GETFL needed to know.
+    if backing.is_none() && flags & libc::O_DIRECT != 0 {
         buffered_io(&fd);
     }
     // No FLUSH on close: plyfs writes through at once. The kernel accepts no cache flags with
