@@ -15,6 +15,8 @@ use std::time::Duration;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default number of FUSE worker threads.
 pub const DEFAULT_THREADS: usize = 4;
+/// The most lower layers a mount takes, as the kernel's overlay (`OVL_MAX_STACK`).
+pub const MAX_LOWERS: usize = 500;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -383,6 +385,12 @@ fn apply_option(cfg: &mut Config, opt: &str) -> Result<()> {
             if cfg.lowers.is_empty() {
                 bail!("option lowerdir= names no directory");
             }
+            if cfg.lowers.len() > MAX_LOWERS {
+                bail!(
+                    "option lowerdir= names {} directories, more than the {MAX_LOWERS} lower layers a mount takes",
+                    cfg.lowers.len()
+                );
+            }
         }
         "upperdir" => cfg.upper = Some(PathBuf::from(unescape(need(key, val)?))),
         "workdir" => cfg.work = Some(PathBuf::from(unescape(need(key, val)?))),
@@ -602,6 +610,11 @@ mod tests {
         assert!(e.to_string().contains("-x"), "{e}");
         assert!(parse(&["-o", "lowerdir=/a"]).is_err(), "no mount point");
         assert!(parse(&["a", "b", "c"]).is_err(), "too many arguments");
+        let many = format!("lowerdir={}", vec!["/l"; MAX_LOWERS + 1].join(":"));
+        let err = parse(&["-o", &many, "/m"]).unwrap_err().to_string();
+        assert!(err.contains("more than the 500"), "{err}");
+        let most = format!("lowerdir={}", vec!["/l"; MAX_LOWERS].join(":"));
+        assert!(parse(&["-o", &most, "/m"]).is_ok());
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
     if node.is_upper(true) {
         return Ok(());
     }
-    let _guard = node.copy_up_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = node
+        .copy_up_lock()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if node.is_upper(true) {
         return Ok(());
     }
@@ -134,7 +137,7 @@ fn copy_up_at(
     let indexed = match &ovl.index {
         Some(index) if kind != FileType::Directory && st.st_nlink > 1 => {
             let (sdir, sname) = src.at();
-            crate::index::entry_name(ovl, src.layer, sdir, sname).map(|n| (index.clone(), n))
+            crate::index::entry_name(ovl, src.layer(), sdir, sname).map(|n| (index.clone(), n))
         }
         _ => None,
     };
@@ -169,14 +172,7 @@ fn copy_up_at(
     } else {
         Loc::At(upper_dir, name.into())
     };
-    let mut upper = Real {
-        layer: 0,
-        loc,
-        ino: 0,
-        opaque: false,
-        xwhiteouts: false,
-        alias: false,
-    };
+    let mut upper = Real::new(0, loc, 0);
     upper.ino = upper.stat().map_err(errno)?.st_ino;
     let mut new_reals = vec![upper];
     if kind == FileType::Directory {
@@ -229,7 +225,7 @@ fn copy_data(ovl: &Ovl, wd: BorrowedFd, tmp: &CStr, real: &Real, st: &FileStat) 
     let (sdir, sname) = real.at();
     let src = realops::open(sdir, sname, OFlag::O_RDONLY).map_err(errno)?;
     let dst = realops::create(wd, tmp, OFlag::O_WRONLY, 0o600).map_err(errno)?;
-    if st.st_size > 0 && !clone(ovl, real.layer, &src, &dst) {
+    if st.st_size > 0 && !clone(ovl, real.layer(), &src, &dst) {
         copy_segments(&src, &dst, st.st_size)?;
     }
     if ovl.fsync {
@@ -351,7 +347,7 @@ fn copy_xattrs(
 /// filesystem without file handles leaves none.
 fn set_origin(ovl: &Ovl, src: &Real, wd: BorrowedFd, tmp: &CStr) {
     let (sdir, sname) = src.at();
-    match Origin::for_object(sdir, sname, ovl.uuids[src.layer]) {
+    match Origin::for_object(sdir, sname, ovl.uuids[src.layer()]) {
         Ok(origin) => {
             if let Err(e) = realops::set_xattr(wd, tmp, &ovl.xattrs.origin, &origin.encode(), 0) {
                 tracing::warn!(?e, "cannot record overlay.origin");

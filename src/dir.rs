@@ -314,7 +314,7 @@ fn repoint(node: &Node, udir: &Arc<OwnedFd>, cname: &CStr, held: Option<OwnedFd>
     let mut reals: Vec<_> = node.reals().iter().cloned().collect();
     if let Loc::At(d, n) = &reals[0].loc {
         if **n == *cname && same_dir(d, udir) {
-            reals[0].loc = Loc::Fd(Arc::new(fd));
+            reals[0].loc = Loc::held(fd);
             node.set_reals(reals);
         }
     }
@@ -352,7 +352,7 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
     work(ovl)?;
     copy_up(ovl, parent)?;
     let udir = upper_dir(parent)?;
-    let in_upper = ovl.layers.is_upper(found.reals[0].layer);
+    let in_upper = ovl.layers.is_upper(found.reals[0].layer());
     let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
     let held = if in_upper && !dir && !found.reals[0].alias {
         hold_other_links(udir.as_fd(), &cname, node.is_some())
@@ -661,7 +661,7 @@ fn lower_path(ovl: &Ovl, node: &Arc<Node>) -> OResult<Vec<Vec<u8>>> {
         return Ok(Vec::new());
     }
     let reals = node.reals();
-    if ovl.layers.is_upper(reals[0].layer) {
+    if ovl.layers.is_upper(reals[0].layer()) {
         if let Some(fd) = reals[0].dir_fd() {
             let r = crate::xattr::read_all(fd.as_fd(), c"", &ovl.xattrs.redirect)
                 .map_err(crate::ovl::io_errno)?;

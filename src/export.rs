@@ -153,7 +153,7 @@ fn origin_from_handle_bytes(
         .collect();
     let first = candidates.first()?;
     let by_name = parent_reals.iter().find_map(|r| {
-        let layer = candidates.iter().find(|l| l.index == r.layer)?;
+        let layer = candidates.iter().find(|l| l.index == r.layer())?;
         let st = nix::sys::stat::fstatat(
             r.dir_fd()?.as_fd(),
             name,
@@ -171,7 +171,7 @@ fn origin_from_handle_bytes(
     }
     let held_here = ovl.nodes.get(ovl.id_of(first.index, ino)).is_some_and(|n| {
         let reals = n.reals();
-        ovl.layers.is_upper(reals[0].layer) && !reals[0].alias && reals[0].ino == upper_ino
+        ovl.layers.is_upper(reals[0].layer()) && !reals[0].alias && reals[0].ino == upper_ino
     });
     let whole = kind == FileType::Directory
         || held_here
@@ -283,7 +283,7 @@ fn handle_of(real: &Real) -> Option<FileHandle> {
 /// from the old object by it (and drops the old inode's cached data).
 pub fn generation(ovl: &Ovl, id: u64, reals: &[Real]) -> (u32, Option<FileHandle>) {
     let names_top =
-        ovl.layers.is_upper(reals[0].layer) && ovl.id_of(reals[0].layer, reals[0].ino) == id;
+        ovl.layers.is_upper(reals[0].layer()) && ovl.id_of(reals[0].layer(), reals[0].ino) == id;
     if !names_top {
         return (0, None);
     }
@@ -318,7 +318,7 @@ pub fn note_dir(ovl: &Ovl, id: u64, top: &Real, handle: Option<FileHandle>) {
     let (Some(record), Some(handle)) = (&ovl.record, handle.or_else(|| handle_of(top))) else {
         return;
     };
-    let fs = ovl.layers.get(top.layer).fs_index;
+    let fs = ovl.layers.get(top.layer()).fs_index;
     record.put(id, &Entry::Dir { fs, handle });
 }
 
@@ -335,7 +335,7 @@ pub fn note_dir_copied_up(ovl: &Ovl, reals: &[Real]) {
     for lower in &reals[1..] {
         note_dir(
             ovl,
-            ovl.id_of(lower.layer, lower.ino),
+            ovl.id_of(lower.layer(), lower.ino),
             &reals[0],
             Some(handle.clone()),
         );

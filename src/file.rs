@@ -124,7 +124,7 @@ pub fn register(
     // The kernel opens its own backing file for passthrough, with the caller's flags: on a
     // `noatime` mount a reader's would update the real atime, so I/O goes through plyfs there
     // (for writers too: a reader would have to share a writer's backing file).
-    let final_copy = (ovl.layers.is_upper(real.layer) || ovl.read_only) && !ovl.noatime;
+    let final_copy = (ovl.layers.is_upper(real.layer()) || ovl.read_only) && !ovl.noatime;
     let sgid_watch = wants_write(flags) && setgid_without_group_exec(fd.as_fd());
     let backing = {
         let mut slot = node.backing().0.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,7 +164,7 @@ pub fn register(
     // No FLUSH on close: plyfs writes through at once. The kernel accepts no cache flags with
     // passthrough (it uses the backing file's cache); lower files never change while mounted,
     // so their page cache may be kept across opens.
-    let fopen = if backing.is_none() && !ovl.layers.is_upper(real.layer) {
+    let fopen = if backing.is_none() && !ovl.layers.is_upper(real.layer()) {
         FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_KEEP_CACHE
     } else {
         FopenFlags::FOPEN_NOFLUSH

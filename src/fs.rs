@@ -741,7 +741,7 @@ impl Filesystem for PlyFs {
         let res = self.ovl.node(ino.0).and_then(|n| {
             let reals = n.reals();
             match (self.ovl.fsync, reals[0].dir_fd()) {
-                (true, Some(fd)) if self.ovl.layers.is_upper(reals[0].layer) => {
+                (true, Some(fd)) if self.ovl.layers.is_upper(reals[0].layer()) => {
                     let d = crate::layer::reopen_dir(fd)?;
                     nix::unistd::fsync(&d).map_err(errno)
                 }

@@ -52,14 +52,7 @@ pub fn lookup_alias(
         AtFlags::AT_SYMLINK_NOFOLLOW,
     ) {
         Ok(ist) => Ok(Some((
-            Real {
-                layer: 0,
-                loc: Loc::At(index.clone(), iname.into()),
-                ino: ist.st_ino,
-                opaque: false,
-                xwhiteouts: false,
-                alias: true,
-            },
+            Real::new(0, Loc::At(index.clone(), iname.into()), ist.st_ino).alias(),
             ist,
         ))),
         Err(nix::errno::Errno::ENOENT) => Ok(None),
@@ -125,14 +118,7 @@ pub fn link_up(ovl: &Ovl, alias: &Real, udir: &Arc<OwnedFd>, name: &CStr) -> ORe
         return Err(errno(e));
     }
     set_nlink(ovl, idir, iname, st.st_nlink + 1, union)?;
-    Ok(Real {
-        layer: 0,
-        loc: Loc::At(udir.clone(), name.into()),
-        ino: st.st_ino,
-        opaque: false,
-        xwhiteouts: false,
-        alias: false,
-    })
+    Ok(Real::new(0, Loc::At(udir.clone(), name.into()), st.st_ino))
 }
 
 /// An alias that was never linked up went away (whiteout): the union count drops by one.

@@ -82,7 +82,7 @@ pub fn nlink(
     if merged_dir {
         return 1;
     }
-    if ovl.layers.is_upper(real.layer) && ovl.index.is_some() {
+    if ovl.layers.is_upper(real.layer()) && ovl.index.is_some() {
         let (dir, name) = real.at();
         return crate::index::union_nlink(ovl, dir, name, st);
     }
@@ -164,7 +164,7 @@ pub fn setattr(
     if let Some(size) = a.size {
         let truncate = |fd: std::os::fd::BorrowedFd| nix::unistd::ftruncate(fd, size as i64);
         match a.fh.and_then(|fh| ovl.files.get(fh).ok()) {
-            Some(f) if ovl.layers.is_upper(reals[0].layer) => {
+            Some(f) if ovl.layers.is_upper(reals[0].layer()) => {
                 truncate(std::os::fd::AsFd::as_fd(&*f.fd())).map_err(errno)?
             }
             _ => {

@@ -15,6 +15,7 @@ pub mod inode;
 pub mod killpriv;
 pub mod layer;
 pub mod mount;
+pub mod name;
 pub mod namei;
 pub mod node;
 pub mod nodetable;

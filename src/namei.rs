@@ -104,10 +104,10 @@ pub fn lower_positive(ovl: &Ovl, parent: &Node, name: &CStr) -> OResult<bool> {
     for r in parent
         .reals()
         .iter()
-        .filter(|r| !ovl.layers.is_upper(r.layer))
+        .filter(|r| !ovl.layers.is_upper(r.layer()))
     {
         let Some(dir) = r.dir_fd() else { continue };
-        match probe_layer(ovl, r.layer, Some(r.ino), dir.as_fd(), name)? {
+        match probe_layer(ovl, r.layer(), Some(r.ino), dir.as_fd(), name)? {
             Probe::Missing => continue,
             Probe::Whiteout => return Ok(false),
             Probe::Object(_) => return Ok(true),
@@ -275,14 +275,14 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
     let nlayers = ovl.layers.all.len();
     let mut by_layer: Vec<Option<(&Arc<OwnedFd>, u64)>> = vec![None; nlayers];
     for r in preals.iter() {
-        by_layer[r.layer] = r.dir_fd().map(|d| (d, r.ino));
+        by_layer[r.layer()] = r.dir_fd().map(|d| (d, r.ino));
     }
     let mut found: Vec<Real> = Vec::new();
     let mut kind = None;
     let mut top_stat = None;
     let mut redirect: Option<Redirect> = None;
     let mut alias_of = None;
-    let first = preals.first().map_or(nlayers, |r| r.layer);
+    let first = preals.first().map_or(nlayers, |r| r.layer());
     for (li, parent_dir) in by_layer.iter().enumerate().skip(first) {
         // The directory to look in, and the name to look up there.
         let (dir, dir_ino, lname): (Arc<OwnedFd>, Option<u64>, &CStr) = match &redirect {
@@ -328,21 +328,12 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
                     break;
                 }
             }
-            found.push(Real {
-                layer: li,
-                loc: Loc::At(
-                    dir,
-                    if lname == &*cname {
-                        cname.clone()
-                    } else {
-                        lname.into()
-                    },
-                ),
-                ino: st.st_ino,
-                opaque: false,
-                xwhiteouts: false,
-                alias: false,
-            });
+            let name = if lname == &*cname {
+                cname.clone()
+            } else {
+                lname.into()
+            };
+            found.push(Real::new(li, Loc::At(dir, name), st.st_ino));
             break;
         }
         let fd = match open_dir(dir.as_fd(), lname) {
@@ -365,14 +356,7 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
                 });
             }
         }
-        found.push(Real {
-            layer: li,
-            loc: Loc::Dir(Arc::new(fd)),
-            ino: st.st_ino,
-            opaque,
-            xwhiteouts,
-            alias: false,
-        });
+        found.push(Real::new(li, Loc::Dir(Arc::new(fd)), st.st_ino).marks(opaque, xwhiteouts));
         if opaque {
             break;
         }
@@ -402,14 +386,16 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
 /// Whether a held node whose topmost real object is `held` stands for what `found` found: the
 /// same topmost real object, or (a directory that gained an upper directory) one of its layers.
 fn same_object(held: &Real, found: &Found) -> bool {
-    let same = |r: &Real| r.layer == held.layer && r.ino == held.ino;
+    let same = |r: &Real| r.layer() == held.layer() && r.ino == held.ino;
     same(&found.reals[0]) || (found.kind == FileType::Directory && found.reals.iter().any(same))
 }
 
 /// Whether two real non-directories are reached by the same name in the same directory fd.
 fn same_name(a: &Real, b: &Real) -> bool {
     match (&a.loc, &b.loc) {
-        (Loc::At(d1, n1), Loc::At(d2, n2)) => a.layer == b.layer && Arc::ptr_eq(d1, d2) && n1 == n2,
+        (Loc::At(d1, n1), Loc::At(d2, n2)) => {
+            a.layer() == b.layer() && Arc::ptr_eq(d1, d2) && n1 == n2
+        }
         _ => false,
     }
 }
@@ -437,7 +423,7 @@ pub fn lookup(
     if let Some(k) = known.as_ref().filter(|k| k.kind == found.kind) {
         if !same_object(&k.reals()[0], &found) {
             let top = &found.reals[0];
-            let own = ovl.id_of(top.layer, top.ino);
+            let own = ovl.id_of(top.layer(), top.ino);
             let new = if own == id { ovl.nodes.fresh_id() } else { own };
             tracing::warn!(id, new, ?name, "an id claimed by another object");
             id = new;

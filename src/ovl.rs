@@ -192,14 +192,10 @@ impl Ovl {
             let mark = xattr::read_small(std::os::fd::AsFd::as_fd(&l.root), c"", &xattrs.opaque)?;
             let fd = Arc::new(fd);
             roots.push(fd.clone());
-            reals.push(Real {
-                layer: l.index,
-                loc: Loc::Dir(fd),
-                ino: st.st_ino,
-                opaque: false,
-                xwhiteouts: mark.as_deref() == Some(b"x"),
-                alias: false,
-            });
+            reals.push(
+                Real::new(l.index, Loc::Dir(fd), st.st_ino)
+                    .marks(false, mark.as_deref() == Some(b"x")),
+            );
         }
         let uuids = layers
             .all
@@ -341,10 +337,10 @@ impl Ovl {
     /// lower's, anything else its own.
     pub fn id_of_reals(&self, kind: FileType, reals: &[Real], parent: &Node) -> u64 {
         let top = &reals[0];
-        if self.layers.is_upper(top.layer) {
+        if self.layers.is_upper(top.layer()) {
             if let [_, below, ..] = reals {
                 if kind == FileType::Directory {
-                    return self.id_of(below.layer, below.ino);
+                    return self.id_of(below.layer(), below.ino);
                 }
             }
             let (dir, name) = top.at();
@@ -354,6 +350,6 @@ impl Ovl {
                 return self.id_of(layer, ino);
             }
         }
-        self.id_of(top.layer, top.ino)
+        self.id_of(top.layer(), top.ino)
     }
 }

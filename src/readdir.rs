@@ -152,12 +152,12 @@ fn entry_id(ovl: &Ovl, reals: &[Real], impure: bool, name: &[u8], ino: u64, kind
             }
         }
     }
-    ovl.id_of(real.layer, ino)
+    ovl.id_of(real.layer(), ino)
 }
 
 /// Whether `real` is an upper directory marked impure.
 fn is_impure(ovl: &Ovl, real: &Real) -> bool {
-    ovl.layers.is_upper(real.layer)
+    ovl.layers.is_upper(real.layer())
         && real.dir_fd().is_some_and(|d| {
             crate::xattr::read_small(d.as_fd(), c"", &ovl.xattrs.impure)
                 .ok()
@@ -195,7 +195,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
     let mut slots: HashMap<Vec<u8>, Slot> = HashMap::new();
     let mut order: Vec<Vec<u8>> = Vec::new();
     for r in reals.iter() {
-        let is_upper = ovl.layers.is_upper(r.layer);
+        let is_upper = ovl.layers.is_upper(r.layer());
         let (entries, whiteouts) = read_real(ovl, r)?;
         for (name, kind, ino) in entries {
             match slots.get_mut(&name) {
@@ -205,7 +205,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
                         Slot {
                             shown: true,
                             kind,
-                            layer: r.layer,
+                            layer: r.layer(),
                             ino,
                             seeking_below: is_upper && kind == FileType::Directory,
                             below: None,
@@ -216,7 +216,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
                 Some(slot) if slot.seeking_below => {
                     slot.seeking_below = false;
                     if kind == FileType::Directory {
-                        slot.below = Some((r.layer, ino));
+                        slot.below = Some((r.layer(), ino));
                     }
                 }
                 Some(_) => {}
@@ -230,7 +230,7 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
                         Slot {
                             shown: false,
                             kind: FileType::RegularFile,
-                            layer: r.layer,
+                            layer: r.layer(),
                             ino: 0,
                             seeking_below: false,
                             below: None,

@@ -209,7 +209,7 @@ fn walk<'a>(ovl: &'a Ovl, id: u64, fs: u8, handle: &FileHandle) -> Result<Held<'
             c.kind == FileType::Directory
                 && c.reals()
                     .iter()
-                    .any(|r| r.ino == step.ino && ovl.layers.get(r.layer).dev == step.dev)
+                    .any(|r| r.ino == step.ino && ovl.layers.get(r.layer()).dev == step.dev)
         });
         if !merges_step {
             tracing::debug!(id, name = ?step.name, found = child.is_some(), "step does not match");
@@ -249,7 +249,7 @@ fn real_path(ovl: &Ovl, mut fd: OwnedFd) -> Option<Vec<Step>> {
         .get(ROOT_ID)?
         .reals()
         .iter()
-        .map(|r| (ovl.layers.get(r.layer).dev, r.ino))
+        .map(|r| (ovl.layers.get(r.layer()).dev, r.ino))
         .collect();
     let is_layer_root = |st: &FileStat| roots.contains(&(st.st_dev, st.st_ino));
     let mut st = fstat(fd.as_fd()).ok()?;

@@ -127,7 +127,7 @@ impl Watch {
         let reals = node.reals();
         let Some(fd) = reals
             .first()
-            .filter(|r| r.layer == 0)
+            .filter(|r| r.layer() == 0)
             .and_then(|r| r.dir_fd())
         else {
             return;
