@@ -6,20 +6,88 @@
 //! a forget either revives the node or finds it gone, never a removed node. The table lock is
 //! taken before any node lock and never held across a system call.
 //!
-//! Memory: the table holds a node per inode the kernel holds (about 300 bytes each with its
-//! real objects and names), so the daemon's memory follows the kernel's inode cache. When
+//! Memory: the table holds a node per inode the kernel holds (about 160 bytes each with its
+//! real objects and names), so the daemon's memory follows the kernel's inode cache. A slot is
+//! the node's pointer alone (the id is read from the node), not an (id, pointer) pair. When
 //! FORGETs shrink the table to a quarter of its high-water mark, the freed heap is handed back
 //! to the system (`sys::mem::trim_heap`), so a big walk's memory goes when the kernel forgets.
 
+use hashbrown::{DefaultHashBuilder, HashTable};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::export::{pack, ALLOCATED_BASE};
 use crate::node::Node;
 
+/// The nodes by id: a hash table of node pointers, each keyed by its node's own id.
+#[derive(Default)]
+struct Nodes {
+    table: HashTable<Arc<Node>>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Nodes {
+    fn hash(&self, id: u64) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn get(&self, id: &u64) -> Option<&Arc<Node>> {
+        self.table.find(self.hash(*id), |n| n.id == *id)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.table.iter()
+    }
+
+    /// Puts `node` in the table, in place of the node with its id if there is one.
+    fn insert(&mut self, node: Arc<Node>) {
+        let id = node.id;
+        let hasher = &self.hasher;
+        match self.table.entry(
+            hasher.hash_one(id),
+            |n| n.id == id,
+            |n| hasher.hash_one(n.id),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = node,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(node);
+            }
+        }
+    }
+
+    /// The node with `id`, made by `make` if there is none.
+    fn get_or_insert_with(&mut self, id: u64, make: impl FnOnce() -> Arc<Node>) -> &Arc<Node> {
+        let hasher = &self.hasher;
+        self.table
+            .entry(
+                hasher.hash_one(id),
+                |n| n.id == id,
+                |n| hasher.hash_one(n.id),
+            )
+            .or_insert_with(make)
+            .into_mut()
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Ok(e) = self.table.find_entry(self.hash(id), |n| n.id == id) {
+            e.remove();
+        }
+    }
+
+    fn shrink_to(&mut self, len: usize) {
+        let hasher = &self.hasher;
+        self.table.shrink_to(len, |n| hasher.hash_one(n.id));
+    }
+}
+
 pub struct NodeTable {
-    nodes: RwLock<HashMap<u64, Arc<Node>>>,
+    nodes: RwLock<Nodes>,
     /// Ids for (fs index, inode number) pairs that do not pack. Not yet persistent.
     allocated: Mutex<HashMap<(u8, u64), u64>>,
     next_allocated: AtomicU64,
@@ -30,7 +98,7 @@ pub struct NodeTable {
 impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
-            nodes: RwLock::new(HashMap::new()),
+            nodes: RwLock::new(Nodes::default()),
             allocated: Mutex::new(HashMap::new()),
             next_allocated: AtomicU64::new(ALLOCATED_BASE),
             peak: AtomicUsize::new(0),
@@ -88,7 +156,7 @@ impl NodeTable {
     /// Inserts the root with a count that never drops to 0.
     pub fn insert_root(&self, node: Node) {
         node.lookups.store(1 << 62, Ordering::Relaxed);
-        self.write().insert(node.id, Arc::new(node));
+        self.write().insert(Arc::new(node));
     }
 
     /// Returns the node with `node`'s id, counting one kernel lookup: the one already in the
@@ -100,7 +168,7 @@ impl NodeTable {
             return existing.clone();
         }
         let mut nodes = self.write();
-        let entry = nodes.entry(node.id).or_insert_with(|| Arc::new(node));
+        let entry = nodes.get_or_insert_with(node.id, || Arc::new(node));
         entry.lookups.fetch_add(1, Ordering::Relaxed);
         let entry = entry.clone();
         self.peak.fetch_max(nodes.len(), Ordering::Relaxed);
@@ -117,7 +185,7 @@ impl NodeTable {
             .map_or(0, |old| old.lookups.load(Ordering::Acquire));
         node.lookups.store(before + 1, Ordering::Release);
         let node = Arc::new(node);
-        nodes.insert(node.id, node.clone());
+        nodes.insert(node.clone());
         node
     }
 
@@ -155,7 +223,7 @@ impl NodeTable {
                 .get(&id)
                 .is_some_and(|node| node.lookups.load(Ordering::Acquire) == 0)
             {
-                nodes.remove(&id);
+                nodes.remove(id);
                 let len = nodes.len();
                 drop(nodes);
                 self.after_removal(len);
@@ -163,11 +231,11 @@ impl NodeTable {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<Node>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Nodes> {
         self.nodes.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<Node>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Nodes> {
         self.nodes.write().unwrap_or_else(|e| e.into_inner())
     }
 }
