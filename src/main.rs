@@ -128,6 +128,7 @@ fn serve(cfg: &Config, (session, ovl): Mounted, signals: SigSet) -> Result<()> {
 
 fn mount(cfg: &Config) -> Result<()> {
     cfg.validate()?;
+    sys::mem::tune_heap();
     raise_nofile_limit();
     let signals = block_signals()?;
     if cfg.foreground {
