@@ -14,7 +14,8 @@
 //! before its names are dropped, to make room: prune before forgetting). A lookup entry's name
 //! is kept inline up to 32 bytes, and a full LRU reuses the evicted entry's allocation, so the
 //! cache allocates nothing once full: entries allocated all over the heap during a walk would pin
-//! its pages after the kernel forgot the nodes around them (it kept 40-60 MiB resident).
+//! its pages after the kernel forgot the nodes around them (it kept 40-60 MiB resident). A found
+//! object's stat is kept in the widths its fields need (`LowerStat`: 96 bytes, not 144).
 //!
 //! Locks: `lower` and `complete_lru` are leaves towards the node table; `complete_lru` may be
 //! held while taking a node's `complete` lock, never the reverse. No lock is held across a
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::namei::Probe as Cached;
 use crate::node::Node;
+use nix::sys::stat::FileStat;
 
 /// The fewest complete-directory entries worth a sweep of forgotten ones.
 const SWEEP_MIN: usize = 1024;
@@ -37,17 +39,109 @@ pub const DEFAULT_ENTRIES: usize = 16384;
 
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
-    layer: usize,
     dir_ino: u64,
+    layer: u16,
     name: SmallVec<[u8; 32]>,
 }
 
 impl Key {
     fn new(layer: usize, dir_ino: u64, name: &[u8]) -> Key {
         Key {
-            layer,
             dir_ino,
+            // At most `config::MAX_LOWERS` layers; a wider index could only share a key.
+            layer: u16::try_from(layer).unwrap_or(u16::MAX),
             name: SmallVec::from_slice(name),
+        }
+    }
+}
+
+/// What the cache keeps of a probe.
+#[derive(Clone, Copy)]
+enum Entry {
+    Missing,
+    Whiteout,
+    Object(LowerStat),
+}
+
+/// A lower object's `stat`, each field in the width it needs (lower layers hold no link
+/// counts or block sizes beyond 32 bits that matter).
+#[derive(Clone, Copy)]
+struct LowerStat {
+    dev: u64,
+    ino: u64,
+    rdev: u64,
+    size: i64,
+    blocks: i64,
+    secs: [i64; 3],
+    nsecs: [u32; 3],
+    nlink: u32,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    blksize: u32,
+}
+
+impl From<&FileStat> for LowerStat {
+    fn from(st: &FileStat) -> LowerStat {
+        let nsec = |n: i64| u32::try_from(n).unwrap_or(0);
+        LowerStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            rdev: st.st_rdev,
+            size: st.st_size,
+            blocks: st.st_blocks,
+            secs: [st.st_atime, st.st_mtime, st.st_ctime],
+            nsecs: [
+                nsec(st.st_atime_nsec),
+                nsec(st.st_mtime_nsec),
+                nsec(st.st_ctime_nsec),
+            ],
+            nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            blksize: u32::try_from(st.st_blksize).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl LowerStat {
+    fn stat(&self) -> FileStat {
+        let mut st = crate::sys::stat::zeroed();
+        st.st_dev = self.dev;
+        st.st_ino = self.ino;
+        st.st_rdev = self.rdev;
+        st.st_size = self.size;
+        st.st_blocks = self.blocks;
+        [st.st_atime, st.st_mtime, st.st_ctime] = self.secs;
+        st.st_atime_nsec = self.nsecs[0].into();
+        st.st_mtime_nsec = self.nsecs[1].into();
+        st.st_ctime_nsec = self.nsecs[2].into();
+        st.st_nlink = self.nlink.into();
+        st.st_mode = self.mode;
+        st.st_uid = self.uid;
+        st.st_gid = self.gid;
+        st.st_blksize = self.blksize.into();
+        st
+    }
+}
+
+impl From<&Cached> for Entry {
+    fn from(probe: &Cached) -> Entry {
+        match probe {
+            Cached::Missing => Entry::Missing,
+            Cached::Whiteout => Entry::Whiteout,
+            Cached::Object(st) => Entry::Object(st.into()),
+        }
+    }
+}
+
+impl Entry {
+    fn probe(&self) -> Cached {
+        match self {
+            Entry::Missing => Cached::Missing,
+            Entry::Whiteout => Cached::Whiteout,
+            Entry::Object(st) => Cached::Object(st.stat()),
         }
     }
 }
@@ -83,7 +177,7 @@ impl Drop for Complete {
 }
 
 pub struct Caches {
-    lower: Mutex<lru::LruCache<Key, Cached>>,
+    lower: Mutex<lru::LruCache<Key, Entry>>,
     keep_negative: bool,
     /// Complete directories, least recently completed first.
     complete_lru: Mutex<lru::LruCache<u64, Weak<Node>>>,
@@ -116,7 +210,7 @@ impl Caches {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .copied()
+            .map(Entry::probe)
     }
 
     pub fn lower_put(&self, layer: usize, dir_ino: u64, name: &[u8], value: Cached) {
@@ -126,7 +220,7 @@ impl Caches {
         self.lower
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .put(Key::new(layer, dir_ino, name), value);
+            .put(Key::new(layer, dir_ino, name), Entry::from(&value));
     }
 
     /// Whether `name` is known not to be in directory `dir` (a complete directory at its
@@ -282,6 +376,26 @@ mod tests {
         assert!(live
             .iter()
             .all(|d| d.dir().complete.lock().unwrap().is_some()));
+    }
+
+    #[test]
+    fn a_cached_stat_reads_back_whole() {
+        let st = nix::sys::stat::stat("/").unwrap();
+        let c = Caches::new(8, true);
+        c.lower_put(1, 2, b"root", Cached::Object(st));
+        let Some(Cached::Object(back)) = c.lower_get(1, 2, b"root") else {
+            panic!("not kept");
+        };
+        let fields = |s: &FileStat| {
+            (
+                (s.st_dev, s.st_ino, s.st_rdev, s.st_size, s.st_blocks),
+                (s.st_atime, s.st_mtime, s.st_ctime),
+                (s.st_atime_nsec, s.st_mtime_nsec, s.st_ctime_nsec),
+                (s.st_nlink, s.st_mode, s.st_uid, s.st_gid, s.st_blksize),
+            )
+        };
+        assert_eq!(fields(&back), fields(&st));
+        assert_eq!(std::mem::size_of::<LowerStat>(), 96);
     }
 
     #[test]

@@ -11,4 +11,5 @@ pub mod handle;
 pub mod mem;
 pub mod mount;
 pub mod process;
+pub mod stat;
 pub mod xattr;
