@@ -148,8 +148,51 @@ struct Extra {
 
 struct State {
     reals: Reals,
-    /// The directory it was last found in and its name there (for `..` and copy-up).
-    link: Link,
+    /// The directory it was last found in (for `..` and copy-up).
+    parent: u64,
+    /// Its name there, when it is not the topmost real object's own name (`None`: a
+    /// non-directory named as its real object, most nodes; one word instead of a name's
+    /// three).
+    name: Option<Box<Name>>,
+}
+
+impl State {
+    fn new(reals: Reals, link: Link) -> State {
+        let mut state = State {
+            reals,
+            parent: link.parent,
+            name: None,
+        };
+        state.set_name(link.name);
+        state
+    }
+
+    /// The topmost real object's name in its directory, for a non-directory.
+    fn real_name(&self) -> Option<&Name> {
+        match &self.reals.first()?.loc {
+            Loc::At(_, name) => Some(name),
+            Loc::Dir(_) => None,
+        }
+    }
+
+    fn name(&self) -> Name {
+        match (&self.name, self.real_name()) {
+            (Some(own), _) => (**own).clone(),
+            (None, Some(real)) => real.clone(),
+            (None, None) => Name::from(c""),
+        }
+    }
+
+    fn set_name(&mut self, name: Name) {
+        self.name = (self.real_name() != Some(&name)).then(|| Box::new(name));
+    }
+
+    fn link(&self) -> Link {
+        Link {
+            parent: self.parent,
+            name: self.name(),
+        }
+    }
 }
 
 /// A node's real objects, topmost first. Most nodes have one, kept inline (no allocation of
@@ -215,10 +258,7 @@ impl Node {
         Node {
             id,
             kind,
-            state: Mutex::new(State {
-                reals: reals.into(),
-                link: Link { parent, name },
-            }),
+            state: Mutex::new(State::new(reals.into(), Link { parent, name })),
             lookups: AtomicU64::new(0),
             extra: if kind == FileType::Directory {
                 OnceBox::with_value(Box::new(Extra {
@@ -271,21 +311,27 @@ impl Node {
     }
 
     pub fn parent(&self) -> u64 {
-        self.link().parent
+        self.state().parent
     }
 
     /// Where the node was last found: its directory's node id and its name there.
     pub fn link(&self) -> Link {
-        self.state().link.clone()
+        self.state().link()
     }
 
     pub fn set_link(&self, link: Link) {
-        self.state().link = link;
+        let mut state = self.state();
+        state.parent = link.parent;
+        state.set_name(link.name);
     }
 
-    /// Replaces the real objects (after a copy-up or a change in the upper layer).
+    /// Replaces the real objects (after a copy-up or a change in the upper layer); the link
+    /// stays as it was.
     pub fn set_reals(&self, reals: Vec<Real>) {
-        self.state().reals = reals.into();
+        let mut state = self.state();
+        let name = state.name();
+        state.reals = reals.into();
+        state.set_name(name);
     }
 
     /// Whether the topmost real object is in the upper layer (index 0 when there is one).
@@ -299,16 +345,49 @@ impl Node {
 mod tests {
     use super::*;
 
-    /// There is a node per inode the kernel holds: an `Arc<Node>` of at most 136 bytes takes a
-    /// 144-byte glibc chunk (a 200k-node walk: 2 MiB per 8 bytes over).
+    /// There is a node per inode the kernel holds: an `Arc<Node>` of at most 120 bytes takes a
+    /// 128-byte glibc chunk (a 200k-node walk: 3 MiB more for the next chunk size).
     #[test]
     fn a_node_stays_small() {
         assert!(
-            std::mem::size_of::<Node>() <= 120,
+            std::mem::size_of::<Node>() <= 104,
             "{}",
             std::mem::size_of::<Node>()
         );
         assert_eq!(std::mem::size_of::<Real>(), 48);
+    }
+
+    #[test]
+    fn the_link_name_survives_changes_of_the_real_objects() {
+        let dir = Arc::new(OwnedFd::from(std::fs::File::open("/").unwrap()));
+        let at = |name: &CStr| vec![Real::new(1, Loc::At(dir.clone(), name.into()), 7)];
+        let node = Node::new(9, FileType::RegularFile, at(c"a"), 1, c"a".into());
+        assert_eq!(&*node.link().name, c"a");
+        assert!(node.state().name.is_none(), "the real object's name serves");
+        // A redirect: the real object has another name than the link.
+        node.set_reals(at(c"b"));
+        assert_eq!(&*node.link().name, c"a");
+        node.set_link(Link {
+            parent: 2,
+            name: c"b".into(),
+        });
+        assert_eq!((node.parent(), &*node.link().name), (2, c"b"));
+        assert!(node.state().name.is_none());
+        // Held by its fd (empty name), and a directory (no name in its real object).
+        node.set_reals(vec![Real::new(
+            1,
+            Loc::held(OwnedFd::from(std::fs::File::open("/").unwrap())),
+            7,
+        )]);
+        assert_eq!(&*node.link().name, c"b");
+        let d = Node::new(
+            10,
+            FileType::Directory,
+            vec![Real::new(1, Loc::Dir(dir.clone()), 8)],
+            1,
+            c"d".into(),
+        );
+        assert_eq!(&*d.link().name, c"d");
     }
 
     #[test]
