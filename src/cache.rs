@@ -155,6 +155,9 @@ pub struct Stats {
     pub lower_hits: AtomicU64,
     /// Lookups of names answered "no such name" by a complete directory.
     pub complete_hits: AtomicU64,
+    /// GETXATTR requests (the kernel asks for `security.capability` before a write, until it
+    /// knows a file has none: `killpriv.rs`).
+    pub getxattrs: AtomicU64,
 }
 
 /// The names of a complete directory at one version of it.
@@ -307,12 +310,13 @@ impl Caches {
     pub fn stats_line(&self) -> String {
         let lower = self.lower.lock().unwrap_or_else(|e| e.into_inner()).len();
         format!(
-            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={}\n",
+            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={} getxattrs={}\n",
             self.stats.lower_probes.load(Ordering::Relaxed),
             self.stats.lower_hits.load(Ordering::Relaxed),
             self.stats.complete_hits.load(Ordering::Relaxed),
             lower,
             self.complete_names.load(Ordering::Relaxed),
+            self.stats.getxattrs.load(Ordering::Relaxed),
         )
     }
 }

@@ -134,12 +134,7 @@ impl PlyFs {
 
     /// Clears the setuid/setgid bits `rule` says the request's caller takes from upper object
     /// `ino` (see `killpriv.rs`); whether it cleared any.
-    fn kill_priv(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        rule: fn(u32, u32, &killpriv::Who) -> u32,
-    ) -> OResult<bool> {
+    fn kill_priv(&self, req: &Request, ino: INodeNo, rule: killpriv::Rule) -> OResult<bool> {
         let node = self.ovl.node(ino.0)?;
         let attr = inode::getattr(&self.ovl, &node)?;
         let mode = inode::type_bits(attr.kind) | u32::from(attr.perm);
@@ -234,6 +229,15 @@ impl Filesystem for PlyFs {
             if config.add_capabilities(flag).is_err() {
                 tracing::debug!("kernel lacks {flag:?}");
             }
+        }
+        // plyfs clears setuid and setgid itself (killpriv.rs); in return the kernel marks a
+        // file it found without them (S_NOSEC) and stops asking for `security.capability`
+        // before every write: a GETXATTR round trip per write(), also through passthrough.
+        if config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok()
+        {
+            self.ovl.killpriv_v2.store(true, Ordering::Relaxed);
         }
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
@@ -491,6 +495,11 @@ impl Filesystem for PlyFs {
             );
             return reply_sized(reply, line.as_bytes(), size);
         }
+        self.ovl
+            .caches
+            .stats
+            .getxattrs
+            .fetch_add(1, Ordering::Relaxed);
         match self.getxattr_value(ino, name) {
             Ok(v) => reply_sized(reply, &v, size),
             Err(e) => reply.error(e),
@@ -533,10 +542,24 @@ impl Filesystem for PlyFs {
         };
         let res = self.ovl.node(ino.0).and_then(|n| {
             let attr = inode::setattr(&self.ovl, &n, &a)?;
-            // A truncate: the kernel left setgid without group execute to plyfs.
-            let sgid = u32::from(attr.perm) & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID;
-            if size.is_some() && sgid && self.kill_priv(req, ino, killpriv::on_data_change)? {
-                return inode::getattr(&self.ovl, &n);
+            let rule = if self.ovl.killpriv_v2.load(Ordering::Relaxed) {
+                // The kernel sends no mode change for the bits a change takes (killpriv.rs).
+                if size.is_some() || a.is_empty() {
+                    Some(killpriv::on_data_change as killpriv::Rule)
+                } else if uid.is_some() || gid.is_some() {
+                    Some(killpriv::on_chown as killpriv::Rule)
+                } else {
+                    None
+                }
+            } else {
+                // A truncate: the kernel left setgid without group execute to plyfs.
+                let sgid = u32::from(attr.perm) & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID;
+                (size.is_some() && sgid).then_some(killpriv::on_data_change as killpriv::Rule)
+            };
+            if let Some(rule) = rule {
+                if self.kill_priv(req, ino, rule)? {
+                    return inode::getattr(&self.ovl, &n);
+                }
             }
             Ok(attr)
         });
@@ -696,13 +719,14 @@ impl Filesystem for PlyFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         let res = file::write(&self.ovl, fh.0, offset, data).and_then(|(n, first)| {
-            if first {
+            if first || kill {
                 self.kill_priv(req, ino, killpriv::on_data_change)?;
             }
             Ok(n)

@@ -122,6 +122,19 @@ pub struct SetAttr {
     pub fh: Option<u64>,
 }
 
+impl SetAttr {
+    /// Whether it changes nothing: `chown(f, -1, -1)`, or (with `FUSE_HANDLE_KILLPRIV_V2`) the
+    /// kernel asking for the setuid and setgid bits a write takes (`killpriv.rs`).
+    pub fn is_empty(&self) -> bool {
+        self.uid.is_none()
+            && self.gid.is_none()
+            && self.mode.is_none()
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+}
+
 fn timespec(t: Option<fuser::TimeOrNow>) -> nix::sys::time::TimeSpec {
     use nix::sys::time::TimeSpec;
     match t {
@@ -176,13 +189,7 @@ pub fn setattr(
     if a.atime.is_some() || a.mtime.is_some() {
         realops::utimens(dir, name, &timespec(a.atime), &timespec(a.mtime)).map_err(errno)?;
     }
-    let nothing = a.uid.is_none()
-        && a.gid.is_none()
-        && a.mode.is_none()
-        && a.size.is_none()
-        && a.atime.is_none()
-        && a.mtime.is_none();
-    if nothing {
+    if a.is_empty() {
         // `chown(f, -1, -1)` comes as an empty SETATTR; it still changes ctime (as the
         // kernel's overlay passes it to the upper file).
         realops::chown(dir, name, None, None).map_err(errno)?;

@@ -1,15 +1,23 @@
 //! Setuid and setgid bits plyfs clears itself, where the kernel's FUSE client leaves that to the
 //! server:
 //! - **fallocate** (allocate, punch a hole, zero a range) by a caller without `CAP_FSETID`: the
-//!   kernel sends FUSE_FALLOCATE without touching the mode (a write or truncate it handles
-//!   itself, with a SETATTR of the mode);
+//!   kernel sends FUSE_FALLOCATE without touching the mode;
 //! - **a new access ACL** set by a caller outside the file's group and without `CAP_FSETID`:
-//!   the kernel says so only with `FUSE_SETXATTR_EXT`, whose request fuser cannot parse.
+//!   the kernel says so only with `FUSE_SETXATTR_EXT`, whose request fuser cannot parse;
+//! - **writes, truncates and chowns**, where the kernel granted `FUSE_HANDLE_KILLPRIV_V2`
+//!   (plyfs asks for it: the kernel then marks a file it found without the bits or a
+//!   `security.capability` as such, and stops asking for that xattr before every write). The
+//!   kernel sends no mode change then: a write by a caller who takes a bit comes as an empty
+//!   SETATTR before it (the same request as `chown(f, -1, -1)`, which takes the same bits) or
+//!   as a WRITE flagged `FUSE_WRITE_KILL_SUIDGID`; a truncate and a chown come as they are.
+//!   Without it, the kernel sends the mode for a write or truncate itself, and leaves plyfs
+//!   only setgid without group execute for a caller outside the file's group.
 //!
 //! The rules are the kernel's: `setattr_should_drop_suidgid` and `setattr_should_drop_sgid`
-//! (fs/attr.c) for a change of a regular file's data, and `posix_acl_update_mode`
-//! (fs/posix_acl.c) for an ACL. Invariant: the caller's groups and capabilities are read from
-//! /proc only when the file has a bit to lose, so the common case costs one mode test.
+//! (fs/attr.c) for a change of a regular file's data, `chown_common` (fs/open.c) for a chown,
+//! and `posix_acl_update_mode` (fs/posix_acl.c) for an ACL. Invariant: the caller's groups and
+//! capabilities are read from /proc only when the file has a bit to lose, so the common case
+//! costs one mode test.
 
 use crate::ovl::OResult;
 
@@ -68,6 +76,23 @@ fn parse_status(status: &str) -> Creds {
 
 fn in_group_or_capable(who: &Who, creds: &Creds, file_gid: u32) -> bool {
     who.gid == file_gid || creds.groups.contains(&file_gid) || creds.fsetid
+}
+
+/// A rule: the bits a change by `who` takes from `mode` (a file's type and permission bits) of a
+/// file in group `file_gid` (as the caller sees it).
+pub type Rule = fn(u32, u32, &Who) -> u32;
+
+/// The bits a change of owner or group takes from a non-directory, whoever makes it: setuid,
+/// and setgid where the group may execute (`chown_common`, then `notify_change`).
+pub fn on_chown(mode: u32, _file_gid: u32, _who: &Who) -> u32 {
+    if mode & libc::S_IFMT == libc::S_IFDIR {
+        return 0;
+    }
+    let mut kill = mode & S_ISUID;
+    if mode & (S_ISGID | S_IXGRP) == S_ISGID | S_IXGRP {
+        kill |= S_ISGID;
+    }
+    kill
 }
 
 /// The bits a change of a file's data by `who` takes from `mode` (its type and permission
@@ -176,6 +201,27 @@ mod tests {
         assert_eq!(on_access_acl(REG | 0o0777, 2000, &USER), 0);
         let root = Who { uid: 0, ..USER };
         assert_eq!(on_access_acl(REG | 0o2777, 2000, &root), 0);
+    }
+
+    #[test]
+    fn chown_takes_setuid_and_executable_setgid_from_non_directories() {
+        let root = Who {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        };
+        assert_eq!(on_chown(REG | 0o6755, 0, &root), S_ISUID | S_ISGID);
+        assert_eq!(
+            on_chown(REG | 0o6745, 0, &USER),
+            S_ISUID,
+            "setgid without group execute stays"
+        );
+        assert_eq!(on_chown(REG | 0o0755, 0, &USER), 0);
+        assert_eq!(
+            on_chown(libc::S_IFDIR | 0o2755, 0, &root),
+            0,
+            "not a directory's"
+        );
     }
 
     #[test]

@@ -116,6 +116,46 @@ fn complete_directories_answer_misses_without_layer_lookups() {
     m.unmount();
 }
 
+/// Writes do not ask the daemon anything: the kernel asks for `security.capability` before the
+/// first write of a file, and (plyfs clearing setuid and setgid itself) remembers a file without
+/// it, through passthrough and copy-up alike.
+#[test]
+fn repeated_writes_ask_for_security_capability_once() {
+    if !require_root_and_fuse("repeated_writes_ask_for_security_capability_once") {
+        return;
+    }
+    use std::io::Write;
+    let tmp = TempDir::new("cache-killpriv");
+    let m = PlyMount::new(&layers(&tmp));
+    for name in ["new-log", "a/f1"] {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.path(name))
+            .unwrap();
+        let before = stats(&m.mnt);
+        for i in 0..200 {
+            f.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        let after = stats(&m.mnt);
+        assert!(
+            delta(&before, &after, "getxattrs") <= 2,
+            "{name}: {} GETXATTRs for 200 writes",
+            delta(&before, &after, "getxattrs")
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(m.path("new-log"))
+            .unwrap()
+            .lines()
+            .count(),
+        200
+    );
+    let copied = fs::read_to_string(m.path("a/f1")).unwrap();
+    assert!(copied.starts_with("xline 0\n") && copied.lines().count() == 200);
+    m.unmount();
+}
+
 /// A directory probed for many missing names (a search path) is listed once and then answers
 /// the next misses from memory, without a listing by anyone; a name made afterwards is found.
 #[test]
