@@ -18,7 +18,7 @@
 //! symlinks).
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -636,44 +636,28 @@ fn berr(msg: impl Into<String>) -> BuildError {
     }
 }
 
-fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains NUL"))
-}
-
 fn mknod(p: &Path, fmt_bits: libc::mode_t, perm: u32, maj: u32, min: u32) -> io::Result<()> {
-    let c = cstr(p)?;
-    let dev = libc::makedev(maj, min);
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call;
-    // mknod only reads it.
-    let r = unsafe { libc::mknod(c.as_ptr(), fmt_bits | perm as libc::mode_t, dev) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    use nix::sys::stat::{Mode, SFlag};
+    nix::sys::stat::mknod(
+        p,
+        SFlag::from_bits_truncate(fmt_bits),
+        Mode::from_bits_truncate(perm as libc::mode_t),
+        libc::makedev(maj, min),
+    )
+    .map_err(io::Error::from)
 }
 
 /// Sets atime and mtime of `p` without following a symlink (lutimes).
 fn set_mtime(p: &Path, secs: i64) -> io::Result<()> {
-    let c = cstr(p)?;
-    let ts = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: 0,
-    };
-    let times = [ts, ts];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` is an array of
-    // two initialised timespecs, both alive for the duration of the call.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let ts = nix::sys::time::TimeSpec::new(secs, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &ts,
+        &ts,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Deterministic content for `size=N` files: byte i is i mod 251 (a prime,
