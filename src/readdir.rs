@@ -265,7 +265,6 @@ pub fn merged_listing(ovl: &Ovl, node: &Node) -> OResult<Vec<Entry>> {
     Ok(out)
 }
 
-/// The listing of an open directory for a read at `offset`: built anew at offset 0.
 /// Lookups of missing names in a directory before plyfs reads its whole listing, so that the
 /// next misses are answered from memory (a search path probes many names in few directories).
 const MISSES_BEFORE_LISTING: u32 = 32;
@@ -304,18 +303,25 @@ pub fn note_miss(ovl: &Ovl, dir: &Node) {
     let Some(node) = ovl.nodes.get(dir.id).filter(|_| size <= LISTING_MAX_BYTES) else {
         return;
     };
-    if let Ok(listing) = merged_listing(ovl, &node) {
-        ovl.caches.set_complete(
-            &node,
-            version,
-            listing
-                .iter()
-                .skip(2)
-                .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str())),
-        );
-    }
+    let _ = complete_listing(ovl, &node, version);
 }
 
+/// The merged listing of `node`, read at `version` of it; the directory is complete with it
+/// from then on (`cache.rs`), while that version lasts.
+fn complete_listing(ovl: &Ovl, node: &Arc<Node>, version: u64) -> OResult<Vec<Entry>> {
+    let listing = merged_listing(ovl, node)?;
+    ovl.caches.set_complete(
+        node,
+        version,
+        listing
+            .iter()
+            .skip(2) // "." and ".."
+            .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str())),
+    );
+    Ok(listing)
+}
+
+/// The listing of an open directory for a read at `offset`: built anew at offset 0.
 pub fn listing_for(
     ovl: &Ovl,
     node: &Arc<Node>,
@@ -331,15 +337,7 @@ pub fn listing_for(
                 .dir()
                 .version
                 .load(std::sync::atomic::Ordering::Acquire);
-            let l = Arc::new(merged_listing(ovl, node)?);
-            // The whole listing is known now: the directory is complete (cache.rs).
-            ovl.caches.set_complete(
-                node,
-                version,
-                l.iter()
-                    .skip(2)
-                    .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str())),
-            );
+            let l = Arc::new(complete_listing(ovl, node, version)?);
             *guard = Some(l.clone());
             Ok(l)
         }
