@@ -255,7 +255,6 @@ fn clone(ovl: &Ovl, layer: usize, src: &OwnedFd, dst: &OwnedFd) -> bool {
 /// stays sparse.
 fn copy_segments(src: &OwnedFd, dst: &OwnedFd, size: i64) -> OResult<()> {
     let mut pos = 0i64;
-    let mut written_to = 0i64;
     while pos < size {
         let data = match nix::unistd::lseek(src, pos, Whence::SeekData) {
             Ok(d) => d,
@@ -264,9 +263,9 @@ fn copy_segments(src: &OwnedFd, dst: &OwnedFd, size: i64) -> OResult<()> {
         };
         let hole = nix::unistd::lseek(src, data, Whence::SeekHole).map_err(errno)?;
         copy_range(src, dst, data, hole - data)?;
-        (pos, written_to) = (hole, hole);
+        pos = hole;
     }
-    if written_to == size {
+    if pos == size {
         return Ok(()); // the data ran to the end: the copy has its size already
     }
     nix::unistd::ftruncate(dst, size).map_err(errno)
