@@ -9,9 +9,6 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// x86_64, aarch64 and the other architectures with the common syscall table.
-const SYS_FCHMODAT2: libc::c_long = 452;
-
 static MISSING: AtomicBool = AtomicBool::new(false);
 
 /// chmod of `name` in `dir` without following a symlink. `None` when the kernel lacks
@@ -24,7 +21,7 @@ pub fn fchmodat_nofollow(dir: BorrowedFd, name: &CStr, mode: u32) -> Option<io::
     // other arguments by value; `dir` is an open fd for the call's duration.
     let r = unsafe {
         libc::syscall(
-            SYS_FCHMODAT2,
+            libc::SYS_fchmodat2,
             dir.as_raw_fd(),
             name.as_ptr(),
             mode as libc::mode_t,
