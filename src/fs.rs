@@ -137,6 +137,18 @@ impl PlyFs {
     fn kill_priv(&self, req: &Request, ino: INodeNo, rule: killpriv::Rule) -> OResult<bool> {
         let node = self.ovl.node(ino.0)?;
         let attr = inode::getattr(&self.ovl, &node)?;
+        self.kill_priv_of(req, &node, &attr, rule)
+    }
+
+    /// `kill_priv` of `node`, whose attributes `attr` the caller has just read.
+    fn kill_priv_of(
+        &self,
+        req: &Request,
+        node: &crate::node::Node,
+        attr: &FileAttr,
+        rule: killpriv::Rule,
+    ) -> OResult<bool> {
+        let ino = node.id;
         let mode = inode::type_bits(attr.kind) | u32::from(attr.perm);
         let bits = rule(mode, attr.gid, &killpriv::Who::of(req));
         if bits == 0 {
@@ -148,9 +160,7 @@ impl PlyFs {
         // The kernel refreshes only size and times after a fallocate or write, so a `stat` of
         // the mode alone would show its cached bits. Queued before the reply; the worker sends
         // it at once (see `notify.rs` for why not from here).
-        self.ovl
-            .notify
-            .queue(crate::notify::Inval::Inode { ino: ino.0 });
+        self.ovl.notify.queue(crate::notify::Inval::Inode { ino });
         Ok(true)
     }
 
@@ -235,9 +245,9 @@ impl Filesystem for PlyFs {
         // before every write: a GETXATTR round trip per write(), also through passthrough.
         if config
             .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
-            .is_ok()
+            .is_err()
         {
-            self.ovl.killpriv_v2.store(true, Ordering::Relaxed);
+            tracing::debug!("kernel lacks FUSE_HANDLE_KILLPRIV_V2");
         }
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
@@ -542,26 +552,24 @@ impl Filesystem for PlyFs {
         };
         let res = self.ovl.node(ino.0).and_then(|n| {
             let attr = inode::setattr(&self.ovl, &n, &a)?;
-            let rule = if self.ovl.killpriv_v2.load(Ordering::Relaxed) {
-                // The kernel sends no mode change for the bits a change takes (killpriv.rs).
-                if size.is_some() || a.is_empty() {
-                    Some(killpriv::on_data_change as killpriv::Rule)
-                } else if uid.is_some() || gid.is_some() {
-                    Some(killpriv::on_chown as killpriv::Rule)
-                } else {
-                    None
-                }
+            // The bits the change takes that the kernel left to plyfs (killpriv.rs), from the
+            // attributes just read: by the data rule for a truncate or an empty SETATTR (a
+            // write's, or chown(f, -1, -1)), by chown's for a chown. Where the kernel sent the
+            // mode itself (no FUSE_HANDLE_KILLPRIV_V2), setattr applied it and only what it
+            // leaves is left.
+            let rule: Option<killpriv::Rule> = if size.is_some() || a.is_empty() {
+                Some(killpriv::on_data_change)
+            } else if uid.is_some() || gid.is_some() {
+                Some(killpriv::on_chown)
             } else {
-                // A truncate: the kernel left setgid without group execute to plyfs.
-                let sgid = u32::from(attr.perm) & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID;
-                (size.is_some() && sgid).then_some(killpriv::on_data_change as killpriv::Rule)
+                None
             };
-            if let Some(rule) = rule {
-                if self.kill_priv(req, ino, rule)? {
-                    return inode::getattr(&self.ovl, &n);
+            match rule {
+                Some(rule) if self.kill_priv_of(req, &n, &attr, rule)? => {
+                    inode::getattr(&self.ovl, &n)
                 }
+                _ => Ok(attr),
             }
-            Ok(attr)
         });
         match res {
             Ok(attr) => reply.attr(&self.ovl.timeout, &attr),

@@ -88,9 +88,6 @@ pub struct Ovl {
     pub fsync: bool,
     /// FUSE passthrough was granted by the kernel and still works.
     pub passthrough: AtomicBool,
-    /// The kernel leaves clearing setuid and setgid to plyfs (`FUSE_HANDLE_KILLPRIV_V2`,
-    /// `killpriv.rs`).
-    pub killpriv_v2: AtomicBool,
     /// The export record, when NFS export is on (`record.rs`).
     pub record: Option<crate::record::Record>,
     /// The rename sequence: odd while a rename is under way, bumped before and after it, so a
@@ -291,7 +288,6 @@ impl Ovl {
             uuids,
             fsync: cfg.fsync && !cfg.volatile,
             passthrough: AtomicBool::new(false),
-            killpriv_v2: AtomicBool::new(false),
             record,
             renames: AtomicU64::new(0),
             caches: crate::cache::Caches::new(cfg.cache_entries, !cfg.drop_negative_lower),
