@@ -53,6 +53,8 @@ impl Layers {
         let mut devs: Vec<u64> = Vec::new();
         let mut all = Vec::new();
         for (index, path) in paths.into_iter().enumerate() {
+            // A real object keeps its layer's index in 16 bits (`node::Real`).
+            u16::try_from(index).context("too many layers")?;
             let (root, st) = open_root(&path)?;
             let dev = st.st_dev;
             let fs_index = match devs.iter().position(|d| *d == dev) {

@@ -3,11 +3,11 @@
 //! Invariants: `reals` is ordered topmost layer first. A directory's real object is held open as
 //! an `O_PATH` fd (shared through an `Arc` with the children found in it); a non-directory is
 //! named by its directory's fd and its name there, so the number of open fds follows the number
-//! of directories the kernel holds, not files. A non-directory has exactly one real
-//! object (the topmost); a directory has one per layer it merges, cut after the first opaque
-//! one. The `state` lock (reals and link) is only held to clone or replace them (never across a system call). Lock
-//! order: a directory's `names` lock (two of them in node id order), then the node table, then
-//! a node's other locks, which are leaves.
+//! of directories the kernel holds, not files. A non-directory has exactly one real object (the
+//! topmost); a directory has one per layer it merges, cut after the first opaque one. The
+//! `state` lock (reals and link) is only held to clone or replace them (never across a system
+//! call). Lock order: a directory's `names` lock (two of them in node id order), then the node
+//! table, then a node's other locks, which are leaves.
 
 use fuser::FileType;
 use nix::fcntl::AtFlags;
@@ -42,7 +42,8 @@ impl Loc {
 /// A real object in one layer.
 #[derive(Clone)]
 pub struct Real {
-    /// The layer's index (`u16`: the mount has at most `config::MAX_LOWERS` lower layers).
+    /// The layer's index (`u16`: `Layers::open` refuses more layers, and config more than
+    /// `config::MAX_LOWERS` lower ones).
     layer: u16,
     pub loc: Loc,
     pub ino: u64,
@@ -58,7 +59,8 @@ pub struct Real {
 impl Real {
     pub fn new(layer: usize, loc: Loc, ino: u64) -> Real {
         Real {
-            layer: u16::try_from(layer).expect("layer count checked by config"),
+            // Never saturates: `Layers::open` refuses an index that does not fit.
+            layer: u16::try_from(layer).unwrap_or(u16::MAX),
             loc,
             ino,
             opaque: false,
