@@ -45,33 +45,24 @@ impl Nodes {
         self.table.iter()
     }
 
-    /// Puts `node` in the table, in place of the node with its id if there is one.
-    fn insert(&mut self, node: Arc<Node>) {
-        let id = node.id;
+    /// The table's slot for `id`, filled or not.
+    fn entry(&mut self, id: u64) -> hashbrown::hash_table::Entry<'_, Arc<Node>> {
         let hasher = &self.hasher;
-        match self.table.entry(
+        self.table.entry(
             hasher.hash_one(id),
             |n| n.id == id,
             |n| hasher.hash_one(n.id),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = node,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(node);
-            }
-        }
+        )
+    }
+
+    /// Puts `node` in the table, in place of the node with its id if there is one.
+    fn insert(&mut self, node: Arc<Node>) {
+        self.entry(node.id).insert(node);
     }
 
     /// The node with `id`, made by `make` if there is none.
     fn get_or_insert_with(&mut self, id: u64, make: impl FnOnce() -> Arc<Node>) -> &Arc<Node> {
-        let hasher = &self.hasher;
-        self.table
-            .entry(
-                hasher.hash_one(id),
-                |n| n.id == id,
-                |n| hasher.hash_one(n.id),
-            )
-            .or_insert_with(make)
-            .into_mut()
+        self.entry(id).or_insert_with(make).into_mut()
     }
 
     fn remove(&mut self, id: u64) {
