@@ -158,6 +158,8 @@ pub struct Stats {
     /// GETXATTR requests (the kernel asks for `security.capability` before a write, until it
     /// knows a file has none: `killpriv.rs`).
     pub getxattrs: AtomicU64,
+    /// Requests served through io_uring queues (`uring/`).
+    pub uring_requests: AtomicU64,
 }
 
 /// The names of a complete directory at one version of it.
@@ -310,13 +312,14 @@ impl Caches {
     pub fn stats_line(&self) -> String {
         let lower = self.lower.lock().unwrap_or_else(|e| e.into_inner()).len();
         format!(
-            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={} getxattrs={}\n",
+            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={} getxattrs={} uring_requests={}\n",
             self.stats.lower_probes.load(Ordering::Relaxed),
             self.stats.lower_hits.load(Ordering::Relaxed),
             self.stats.complete_hits.load(Ordering::Relaxed),
             lower,
             self.complete_names.load(Ordering::Relaxed),
             self.stats.getxattrs.load(Ordering::Relaxed),
+            self.stats.uring_requests.load(Ordering::Relaxed),
         )
     }
 }

@@ -88,6 +88,10 @@ pub struct Config {
     pub drop_negative_lower: bool,
     /// Watch the upper layer for changes made underneath (`watch.rs`); on by default.
     pub watch: bool,
+    /// Serve requests through FUSE io_uring queues where the kernel offers them.
+    pub uring: bool,
+    /// The io_uring threads at idle priority while their CPUs are free (`uring/handoff.rs`).
+    pub uring_idle: bool,
     /// Bound of the daemon's lookup caches (`cache.rs`), in entries.
     pub cache_entries: usize,
     pub noxattrs: bool,
@@ -125,6 +129,8 @@ impl Config {
             kernel_flags: Vec::new(),
             drop_negative_lower: false,
             watch: true,
+            uring: true,
+            uring_idle: true,
             cache_entries: crate::cache::DEFAULT_ENTRIES,
             noxattrs: false,
         }
@@ -224,6 +230,10 @@ Options:
   drop_negative_lower    do not keep negative lookups of lower layers
   cache_entries=N        bound of the daemon's lookup caches, in entries (default 16384)
   watch=on|off           pick up changes made in the upper dir underneath the mount (default on)
+  uring=on|off           requests through FUSE io_uring queues, one per CPU, where the kernel
+                         offers them (fuse module parameter enable_uring=Y; default on)
+  uring_idle=on|off      those threads at idle priority while no other task wants their CPU, so a
+                         caller keeps its CPU across a request (default on)
   allow_other, allow_root, default_permissions, ro, rw, fsname=NAME, subtype=NAME
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime (passed to the kernel)
   relatime, strictatime  when reads update an upper file's atime (default: as the upper fs)
@@ -450,6 +460,8 @@ fn apply_option(cfg: &mut Config, opt: &str) -> Result<()> {
             }
         }
         "watch" => cfg.watch = parse_bool(key, need(key, val)?)?,
+        "uring" => cfg.uring = parse_bool(key, need(key, val)?)?,
+        "uring_idle" => cfg.uring_idle = parse_bool(key, need(key, val)?)?,
         "drop_negative_lower" => {
             flag(val)?;
             cfg.drop_negative_lower = true;

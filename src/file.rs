@@ -17,7 +17,7 @@
 //! passthrough, unless the node already has a passthrough backing: the kernel does not clear that
 //! bit for a writer outside the file's group, so plyfs does at the first write (`killpriv.rs`).
 
-use fuser::{BackingId, Errno, FopenFlags, ReplyOpen};
+use fuser::{Errno, FopenFlags};
 use nix::fcntl::OFlag;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +27,8 @@ use crate::copy_up::copy_up;
 use crate::node::Node;
 use crate::ovl::{errno, OResult, Ovl};
 use crate::realops;
+use crate::reply;
+use crate::sys::backing::BackingId;
 
 pub struct OpenFile {
     fd: RwLock<Arc<OwnedFd>>,
@@ -91,16 +93,13 @@ fn real_flags(flags: i32) -> OFlag {
 }
 
 /// Opens `node` and replies, through passthrough when the kernel granted it.
-pub fn open(ovl: &Ovl, node: &Arc<Node>, flags: i32, reply: ReplyOpen) {
+pub fn open(ovl: &Ovl, node: &Arc<Node>, flags: i32, reply: impl reply::Open) {
     let fd = match open_real(ovl, node, flags) {
         Ok(fd) => fd,
         Err(e) => return reply.error(e),
     };
-    let (fh, fopen, backing) = register(ovl, node, fd, flags, |fd| reply.open_backing(fd));
-    match backing {
-        Some(b) => reply.opened_passthrough(fuser::FileHandle(fh), fopen, &b),
-        None => reply.opened(fuser::FileHandle(fh), fopen),
-    }
+    let (fh, fopen, backing) = register(ovl, node, fd, flags);
+    reply.opened(fh, fopen, backing.as_deref());
 }
 
 /// Registers an open real file: its handle number, open flags and shared backing id.
@@ -109,7 +108,6 @@ pub fn register(
     node: &Arc<Node>,
     fd: OwnedFd,
     flags: i32,
-    open_backing: impl FnOnce(BorrowedFd) -> std::io::Result<BackingId>,
 ) -> (u64, FopenFlags, Option<Arc<BackingId>>) {
     if ovl.noatime {
         // A `noatime` mount: the kernel leaves atime to plyfs, so I/O through this fd must not
@@ -137,7 +135,7 @@ pub fn register(
                 && slot.cached_opens == 0
                 && ovl.passthrough.load(Ordering::Relaxed) =>
             {
-                match open_backing(fd.as_fd()) {
+                match ovl.open_backing(fd.as_fd()) {
                     Ok(b) => {
                         let b = Arc::new(b);
                         (slot.ino, slot.id) = (real.ino, Arc::downgrade(&b));
@@ -212,11 +210,11 @@ fn open_real(ovl: &Ovl, node: &Arc<Node>, flags: i32) -> OResult<OwnedFd> {
 }
 
 /// Reads up to `size` bytes at `offset` of an open file.
-pub fn read(ovl: &Ovl, fh: u64, offset: u64, size: u32) -> OResult<Vec<u8>> {
+/// Reads at `offset` of an open file into `buf`, as much as the file has; how much it read.
+pub fn read_into(ovl: &Ovl, fh: u64, offset: u64, buf: &mut [u8]) -> OResult<usize> {
     let file = ovl.files.get(fh)?;
     follow_copy_up(&file)?;
     let fd = file.fd();
-    let mut buf = vec![0u8; size as usize];
     let mut done = 0;
     while done < buf.len() {
         let n = nix::sys::uio::pread(fd.as_fd(), &mut buf[done..], (offset + done as u64) as i64)
@@ -226,8 +224,7 @@ pub fn read(ovl: &Ovl, fh: u64, offset: u64, size: u32) -> OResult<Vec<u8>> {
         }
         done += n;
     }
-    buf.truncate(done);
-    Ok(buf)
+    Ok(done)
 }
 
 /// A read-only open whose file was copied up since it was opened reads the upper copy.

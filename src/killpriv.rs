@@ -35,16 +35,6 @@ pub struct Who {
     pub pid: u32,
 }
 
-impl Who {
-    pub fn of(req: &fuser::Request) -> Who {
-        Who {
-            uid: req.uid(),
-            gid: req.gid(),
-            pid: req.pid(),
-        }
-    }
-}
-
 /// What /proc tells of a caller: its supplementary groups and whether it may keep the bits.
 #[derive(Debug, Default, PartialEq)]
 struct Creds {

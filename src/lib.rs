@@ -1,5 +1,6 @@
 //! plyfs: an overlay (union) filesystem in userspace. The crate root only declares the modules;
-//! `main.rs` is the command line and `fs.rs` the FUSE entry points. See DESIGN.md for the map.
+//! `main.rs` is the command line, `ops.rs` the request handlers, and `fs.rs` (fuser) and `uring/`
+//! the transports that bring requests to them. See DESIGN.md for the map.
 
 pub mod acl;
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod namei;
 pub mod node;
 pub mod nodetable;
 pub mod notify;
+pub mod ops;
 pub mod origin;
 pub mod override_stat;
 pub mod ovl;
@@ -27,7 +29,9 @@ pub mod readdir;
 pub mod realops;
 pub mod reconnect;
 pub mod record;
+pub mod reply;
 pub mod sys;
+pub mod uring;
 pub mod watch;
 pub mod work;
 pub mod xattr;

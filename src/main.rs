@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use plyfs::config::{self, Action, Config};
@@ -82,10 +83,27 @@ type Mounted = (fuser::Session<PlyFs>, std::sync::Arc<Ovl>);
 
 fn session(cfg: &Config) -> Result<Mounted> {
     let ovl = std::sync::Arc::new(Ovl::new(cfg)?);
-    let session = plyfs::mount::mount(PlyFs { ovl: ovl.clone() }, cfg)?;
+    if cfg.uring {
+        // Made before the mount: INIT asks for io_uring only when they all exist.
+        *ovl.uring.lock().unwrap_or_else(|e| e.into_inner()) = plyfs::uring::prepare(cfg.threads);
+    }
+    let ops = plyfs::ops::Ops { ovl: ovl.clone() };
+    let session = plyfs::mount::mount(PlyFs { ops: ops.clone() }, cfg)?;
+    let dev = std::sync::Arc::new(
+        session
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot duplicate /dev/fuse")?,
+    );
+    let _ = ovl.dev.set(dev.clone());
     ovl.notify
         .start(session.notifier())
         .context("cannot start the notify worker")?;
+    let queues = ovl.uring.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(queues) = queues {
+        plyfs::uring::serve(queues, ops, dev, cfg.uring_idle)
+            .context("cannot start the io_uring threads")?;
+    }
     Ok((session, ovl))
 }
 

@@ -88,6 +88,13 @@ pub struct Ovl {
     pub fsync: bool,
     /// FUSE passthrough was granted by the kernel and still works.
     pub passthrough: AtomicBool,
+    /// The mount's /dev/fuse connection, for passthrough backing ids; set once the session
+    /// exists, before it serves requests.
+    pub dev: std::sync::OnceLock<Arc<std::os::fd::OwnedFd>>,
+    /// The io_uring queues made ready for the kernel, one per possible CPU, when the
+    /// `uring` option asked for them and io_uring works here (`uring/`); taken by the server
+    /// once the kernel agreed to use them.
+    pub uring: Mutex<Option<crate::uring::Queues>>,
     /// The export record, when NFS export is on (`record.rs`).
     pub record: Option<crate::record::Record>,
     /// The rename sequence: odd while a rename is under way, bumped before and after it, so a
@@ -288,6 +295,8 @@ impl Ovl {
             uuids,
             fsync: cfg.fsync && !cfg.volatile,
             passthrough: AtomicBool::new(false),
+            dev: std::sync::OnceLock::new(),
+            uring: Mutex::new(None),
             record,
             renames: AtomicU64::new(0),
             caches: crate::cache::Caches::new(cfg.cache_entries, !cfg.drop_negative_lower),
@@ -309,6 +318,15 @@ impl Ovl {
             ino_handles,
             overrides,
         })
+    }
+
+    /// Registers `file` as a passthrough backing file with the kernel.
+    pub fn open_backing(
+        &self,
+        file: std::os::fd::BorrowedFd,
+    ) -> std::io::Result<crate::sys::backing::BackingId> {
+        let dev = self.dev.get().ok_or(std::io::ErrorKind::NotConnected)?;
+        crate::sys::backing::BackingId::open(dev, file)
     }
 
     /// Whether NFS export (persistent FUSE file handles) is on.

@@ -4,6 +4,7 @@
 //! block says why it is sound in a `// SAFETY:` comment. Nothing here holds a lock or knows about
 //! overlay semantics.
 
+pub mod backing;
 pub mod chmod;
 pub mod clone;
 pub mod fanotify;
@@ -11,5 +12,7 @@ pub mod handle;
 pub mod mem;
 pub mod mount;
 pub mod process;
+pub mod sched;
 pub mod stat;
+pub mod uring;
 pub mod xattr;

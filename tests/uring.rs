@@ -1,0 +1,247 @@
+//! FUSE over io_uring (root, /dev/fuse, the kernel's overlay and a fuse module with the
+//! `enable_uring` parameter needed; skipped with a printed reason otherwise). The test turns the
+//! parameter on for its run and puts it back after. The mounts must then serve their requests
+//! through io_uring queues (the `uring_requests` counter of `plyfs.stats`), and through them
+//! behave as the kernel's overlay: the random operations of `random_ops.rs`, a read of a big
+//! lower file, the listing of a wide directory, xattrs, symlinks and statfs, and data written
+//! and read through the daemon (a `noatime` mount: no passthrough).
+
+mod common;
+
+use common::ops::*;
+use common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// The fuse module's `enable_uring`, on while this lives, back to what it was after; the tests
+/// that turn it on take turns.
+struct UringOn {
+    before: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl UringOn {
+    fn new(test: &str) -> Option<UringOn> {
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(before) = fs::read_to_string(PARAM) else {
+            skip(test, "the fuse module has no enable_uring parameter");
+            return None;
+        };
+        if let Err(e) = fs::write(PARAM, "Y") {
+            skip(test, &format!("cannot turn on {PARAM}: {e}"));
+            return None;
+        }
+        Some(UringOn {
+            before: before.trim().to_string(),
+            _turn: turn,
+        })
+    }
+}
+
+impl Drop for UringOn {
+    fn drop(&mut self) {
+        let _ = fs::write(PARAM, &self.before);
+    }
+}
+
+fn stats(mnt: &Path) -> HashMap<String, u64> {
+    let v = xattr::get(mnt, "plyfs.stats").unwrap().unwrap();
+    String::from_utf8(v)
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Bytes that differ from offset to offset (so a misplaced chunk shows).
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    (0..len).map(|_| rng.next() as u8).collect()
+}
+
+/// Adds, to the lowest layer, a 3 MiB file, a directory of 3000 names, a symlink and a file with
+/// user xattrs.
+fn add_lower_data(l: &Layers) {
+    let low = l.lowers.last().unwrap();
+    fs::write(low.join("big.bin"), pattern(3 << 20, 7)).unwrap();
+    let wide = low.join("wide");
+    fs::create_dir(&wide).unwrap();
+    for i in 0..3000 {
+        fs::write(wide.join(format!("entry-with-a-longer-name-{i:05}")), b"").unwrap();
+    }
+    std::os::unix::fs::symlink("big.bin", low.join("link")).unwrap();
+    fs::write(low.join("tagged"), b"x").unwrap();
+    xattr::set(low.join("tagged"), "user.a", b"first").unwrap();
+    xattr::set(low.join("tagged"), "user.b", &[9u8; 300]).unwrap();
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn io_uring_reads_lists_and_describes_as_the_kernel_overlay() {
+    let test = "io_uring_reads_lists_and_describes_as_the_kernel_overlay";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    let Some(_on) = UringOn::new(test) else {
+        return;
+    };
+    let kl = Layers::build("demo", &[]);
+    let pl = Layers::build("demo", &[]);
+    add_lower_data(&kl);
+    add_lower_data(&pl);
+    let km = KernelMount::new(&kl.opts);
+    let pm = PlyMount::new(&pl.opts);
+    let before = stats(&pm.mnt)["uring_requests"];
+
+    // Reads of a lower file (through the daemon: lower files have no passthrough).
+    let mut got = Vec::new();
+    fs::File::open(pm.path("big.bin"))
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert!(got == pattern(3 << 20, 7), "big.bin read back differs");
+    let f = fs::File::open(pm.path("big.bin")).unwrap();
+    let mut part = vec![0u8; 10_000];
+    f.read_exact_at(&mut part, (1 << 20) - 17).unwrap();
+    assert!(part[..] == pattern(3 << 20, 7)[(1 << 20) - 17..][..10_000]);
+    drop(f);
+
+    // A listing over many READDIRPLUS replies; symlinks; xattrs; statfs.
+    assert_eq!(names(&pm.path("wide")), names(&km.mnt.join("wide")));
+    assert_eq!(
+        fs::read_link(pm.path("link")).unwrap(),
+        fs::read_link(km.mnt.join("link")).unwrap()
+    );
+    let list = |m: &Path| {
+        let mut v: Vec<_> = xattr::list(m.join("tagged")).unwrap().collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(&pm.mnt), list(&km.mnt));
+    for name in ["user.a", "user.b", "user.none"] {
+        assert_eq!(
+            xattr::get(pm.path("tagged"), name).unwrap(),
+            xattr::get(km.mnt.join("tagged"), name).unwrap(),
+            "{name}"
+        );
+    }
+    let (ps, ks) = (
+        nix::sys::statvfs::statvfs(&pm.mnt).unwrap(),
+        nix::sys::statvfs::statvfs(&km.mnt).unwrap(),
+    );
+    assert_eq!(
+        (ps.blocks(), ps.block_size(), ps.files()),
+        (ks.blocks(), ks.block_size(), ks.files())
+    );
+    let served = stats(&pm.mnt)["uring_requests"] - before;
+    assert!(served > 20, "only {served} requests came through io_uring");
+    pm.unmount();
+}
+
+#[test]
+fn io_uring_random_operations_match_the_kernel() {
+    let test = "io_uring_random_operations_match_the_kernel";
+    if !require_kernel_overlay(test) {
+        return;
+    }
+    let Some(_on) = UringOn::new(test) else {
+        return;
+    };
+    let kl = Layers::build("demo", &[]);
+    let pl = Layers::build("demo", &[]);
+    let km = KernelMount::new(&format!("{},index=on,redirect_dir=on", kl.opts));
+    let pm = PlyMount::new(&pl.opts);
+    let before = stats(&pm.mnt)["uring_requests"];
+    let mut rng = Rng(0x0075_7269_6e67);
+    for step in 0..200 {
+        let op = generate(&mut rng);
+        let (k, p) = (apply(&km.mnt, &op), apply(&pm.mnt, &op));
+        assert_eq!(p, k, "step {step} {op:?}");
+        let (kd, pd) = (dump(&km.mnt), dump(&pm.mnt));
+        if kd != pd {
+            assert_same_dump(&format!("step {step} {op:?}"), &kd, &pd);
+        }
+    }
+    let served = stats(&pm.mnt)["uring_requests"] - before;
+    println!("{test}: {served} requests through io_uring");
+    assert!(
+        served > 1000,
+        "only {served} requests came through io_uring"
+    );
+    pm.unmount();
+    drop(km);
+    let expected = dump(&KernelMount::new(&format!("{},index=on,redirect_dir=on", kl.opts)).mnt);
+    let kernel_on_plyfs =
+        dump(&KernelMount::new(&format!("{},index=on,redirect_dir=on", pl.opts)).mnt);
+    assert_same_dump("kernel reading plyfs's layers", &expected, &kernel_on_plyfs);
+}
+
+#[test]
+fn io_uring_carries_written_data() {
+    let test = "io_uring_carries_written_data";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let Some(_on) = UringOn::new(test) else {
+        return;
+    };
+    let l = Layers::build("demo", &[]);
+    // `noatime`: plyfs reads and writes the real files itself, so the data crosses the rings.
+    let pm = PlyMount::new(&format!("{},noatime", l.opts));
+    let before = stats(&pm.mnt)["uring_requests"];
+    let data = pattern(5 << 20, 11);
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(pm.path("written"))
+        .unwrap();
+    // Chunks of odd sizes, some larger than one request (1 MiB).
+    let mut at = 0;
+    for (i, len) in [1usize, 4095, 65537, 1 << 20, (1 << 20) + 3, 777]
+        .iter()
+        .cycle()
+        .enumerate()
+    {
+        if at >= data.len() {
+            break;
+        }
+        let end = (at + len + i).min(data.len());
+        f.write_all(&data[at..end]).unwrap();
+        at = end;
+    }
+    f.sync_all().unwrap();
+    // Rewrite a middle range, then read everything back through the mount and from the upper.
+    f.seek(SeekFrom::Start(3_000_001)).unwrap();
+    f.write_all(&[0xee; 5000]).unwrap();
+    let mut expected = data.clone();
+    expected[3_000_001..3_005_001].fill(0xee);
+    let mut got = Vec::new();
+    let mut r = fs::File::open(pm.path("written")).unwrap();
+    r.read_to_end(&mut got).unwrap();
+    assert!(got == expected, "data read through the mount differs");
+    drop((f, r));
+    assert!(fs::read(l.upper.join("written")).unwrap() == expected);
+    let served = stats(&pm.mnt)["uring_requests"] - before;
+    assert!(served > 10, "only {served} requests came through io_uring");
+    pm.unmount();
+}
