@@ -94,6 +94,8 @@ pub struct Config {
     pub uring_idle: bool,
     /// Bound of the daemon's lookup caches (`cache.rs`), in entries.
     pub cache_entries: usize,
+    /// How many entries of a listing READDIRPLUS gives with attributes (0: all).
+    pub plus_entries: usize,
     pub noxattrs: bool,
 }
 
@@ -132,6 +134,7 @@ impl Config {
             uring: true,
             uring_idle: true,
             cache_entries: crate::cache::DEFAULT_ENTRIES,
+            plus_entries: 0,
             noxattrs: false,
         }
     }
@@ -229,6 +232,9 @@ Options:
   uidmapping=C:H:N[:C:H:N...], gidmapping=...   id mapping (containers-storage form)
   drop_negative_lower    do not keep negative lookups of lower layers
   cache_entries=N        bound of the daemon's lookup caches, in entries (default 16384)
+  plus_entries=N         through io_uring, list entries past the first N of a directory by name
+                         alone: no inode per entry for a huge `ls`, a lookup each for a walk
+                         (default 0: attributes for all)
   watch=on|off           pick up changes made in the upper dir underneath the mount (default on)
   uring=on|off           requests through FUSE io_uring queues, one per CPU, where the kernel
                          offers them (fuse module parameter enable_uring=Y; default on)
@@ -453,6 +459,7 @@ fn apply_option(cfg: &mut Config, opt: &str) -> Result<()> {
                 bail!("option threads= must be between 1 and 1024");
             }
         }
+        "plus_entries" => cfg.plus_entries = parse_num(key, need(key, val)?)?,
         "cache_entries" => {
             cfg.cache_entries = parse_num(key, need(key, val)?)?;
             if cfg.cache_entries == 0 {

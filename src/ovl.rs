@@ -115,6 +115,9 @@ pub struct Ovl {
     pub ids: crate::idmap::IdMap,
     /// Whether to watch the upper layer (`watch=`).
     pub watch_upper: bool,
+    /// READDIRPLUS entries with attributes per listing, past which (where the transport can)
+    /// entries go by name alone; `usize::MAX` for all (`plus_entries=`).
+    pub plus_entries: usize,
     /// Whether `open_by_handle_at` works (root in the initial user namespace): origins are
     /// opened to check them. Else their inode numbers are read from the handles (`export.rs`).
     pub open_handles: bool,
@@ -314,6 +317,10 @@ impl Ovl {
                 .unwrap_or(false),
             ids,
             watch_upper: cfg.watch,
+            plus_entries: match cfg.plus_entries {
+                0 => usize::MAX,
+                n => n,
+            },
             open_handles,
             ino_handles,
             overrides,

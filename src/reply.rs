@@ -102,5 +102,18 @@ pub trait DirPlus: Reply {
         attr: &FileAttr,
         generation: u64,
     ) -> bool;
+
+    /// Adds an entry by its name alone (no attributes, no lookup count: the kernel makes no
+    /// inode for it); `Some(true)` when it did not fit, None where the transport cannot.
+    fn add_name(
+        &mut self,
+        _ino: u64,
+        _offset: u64,
+        _kind: FileType,
+        _name: &OsStr,
+    ) -> Option<bool> {
+        None
+    }
+
     fn ok(self);
 }

@@ -154,6 +154,29 @@ fn io_uring_reads_lists_and_describes_as_the_kernel_overlay() {
     let served = stats(&pm.mnt)["uring_requests"] - before;
     assert!(served > 20, "only {served} requests came through io_uring");
     pm.unmount();
+
+    // Past `plus_entries`, entries listed by name alone: the same names, inode numbers and
+    // attributes, each found by a lookup of its own.
+    let names_only = PlyMount::new(&format!("{},plus_entries=100", pl.ro_opts()));
+    let wide = names_only.path("wide");
+    assert_eq!(names(&wide), names(&km.mnt.join("wide")));
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    for (i, e) in fs::read_dir(&wide).unwrap().enumerate() {
+        let e = e.unwrap();
+        if i % 97 != 0 {
+            continue;
+        }
+        let (m, k) = (
+            e.metadata().unwrap(),
+            fs::symlink_metadata(km.mnt.join("wide").join(e.file_name())).unwrap(),
+        );
+        assert_eq!(e.ino(), m.ino(), "{:?}: d_ino and st_ino", e.file_name());
+        assert_eq!(
+            (m.mode(), m.size(), m.mtime()),
+            (k.mode(), k.size(), k.mtime())
+        );
+    }
+    names_only.unmount();
 }
 
 #[test]

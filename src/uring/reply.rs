@@ -282,6 +282,18 @@ impl reply::DirPlus for Ring<'_> {
         self.out.len = used;
         !fits
     }
+    fn add_name(&mut self, ino: u64, offset: u64, kind: FileType, name: &OsStr) -> Option<bool> {
+        let mut used = self.out.len;
+        let Some(room) = self.room() else {
+            return Some(true);
+        };
+        // A `fuse_direntplus` whose entry is all zero: node id 0 tells the kernel "no inode".
+        let (bits, zero) = (abi::type_bits(kind), crate::ops::negative_attr());
+        let entry = Some((&Duration::ZERO, &zero, 0));
+        let fits = put_dirent(room, &mut used, ino, offset, bits, name, entry);
+        self.out.len = used;
+        Some(!fits)
+    }
     fn ok(self) {
         self.out.in_payload = true;
     }
