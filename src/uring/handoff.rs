@@ -35,9 +35,14 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    /// Registers the calling io_uring thread and puts it under SCHED_IDLE.
+    /// Registers the calling io_uring thread and puts it under SCHED_IDLE, where the guard can
+    /// watch it (a kernel without schedstat leaves the threads under SCHED_OTHER).
     pub fn join(&self) {
         let tid = sched::gettid();
+        if run_delay(tid).is_none() {
+            tracing::info!("no schedstat: io_uring threads stay SCHED_OTHER");
+            return;
+        }
         if let Err(e) = sched::set_idle(tid, true) {
             tracing::debug!("io_uring thread stays SCHED_OTHER: {e}");
             return;
