@@ -94,17 +94,22 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// For a test against the kernel's overlay: `enable_uring` on, and two identical sets of the
+/// demo layers (the kernel's, plyfs's); None (after saying why) where it cannot run.
+fn kernel_pair(test: &str) -> Option<(UringOn, Layers, Layers)> {
+    if !require_kernel_overlay(test) {
+        return None;
+    }
+    let on = UringOn::new(test)?;
+    Some((on, Layers::build("demo", &[]), Layers::build("demo", &[])))
+}
+
 #[test]
 fn io_uring_reads_lists_and_describes_as_the_kernel_overlay() {
     let test = "io_uring_reads_lists_and_describes_as_the_kernel_overlay";
-    if !require_kernel_overlay(test) {
-        return;
-    }
-    let Some(_on) = UringOn::new(test) else {
+    let Some((_on, kl, pl)) = kernel_pair(test) else {
         return;
     };
-    let kl = Layers::build("demo", &[]);
-    let pl = Layers::build("demo", &[]);
     add_lower_data(&kl);
     add_lower_data(&pl);
     let km = KernelMount::new(&kl.opts);
@@ -182,14 +187,9 @@ fn io_uring_reads_lists_and_describes_as_the_kernel_overlay() {
 #[test]
 fn io_uring_random_operations_match_the_kernel() {
     let test = "io_uring_random_operations_match_the_kernel";
-    if !require_kernel_overlay(test) {
-        return;
-    }
-    let Some(_on) = UringOn::new(test) else {
+    let Some((_on, kl, pl)) = kernel_pair(test) else {
         return;
     };
-    let kl = Layers::build("demo", &[]);
-    let pl = Layers::build("demo", &[]);
     let km = KernelMount::new(&format!("{},index=on,redirect_dir=on", kl.opts));
     let pm = PlyMount::new(&pl.opts);
     let before = stats(&pm.mnt)["uring_requests"];
