@@ -34,6 +34,10 @@ impl UringOn {
             skip(test, "the fuse module has no enable_uring parameter");
             return None;
         };
+        if fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
+            skip(test, "io_uring is disabled (kernel.io_uring_disabled=2)");
+            return None;
+        }
         if let Err(e) = fs::write(PARAM, "Y") {
             skip(test, &format!("cannot turn on {PARAM}: {e}"));
             return None;
