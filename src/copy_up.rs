@@ -45,7 +45,8 @@ pub fn copy_up(ovl: &Ovl, node: &Arc<Node>) -> OResult<()> {
     let link = node.link();
     // A node the kernel decoded from a file handle may have a parent it no longer holds.
     let parent = crate::reconnect::hold(ovl, link.parent)?;
-    let new_reals = copy_up_at(ovl, &parent, &link.name, node.kind, &node.reals())?;
+    let new_reals =
+        crate::uring::unpinned(|| copy_up_at(ovl, &parent, &link.name, node.kind, &node.reals()))?;
     if node.kind == FileType::Directory {
         crate::export::note_dir_copied_up(ovl, &new_reals);
     }
@@ -77,7 +78,9 @@ pub fn copy_up_name(ovl: &Ovl, parent: &Arc<Node>, name: &std::ffi::OsStr) -> OR
             None => Err(Errno::ESTALE),
         };
     }
-    let new_reals = match copy_up_at(ovl, parent, &cname, found.kind, &found.reals) {
+    let copied =
+        crate::uring::unpinned(|| copy_up_at(ovl, parent, &cname, found.kind, &found.reals));
+    let new_reals = match copied {
         Ok(r) => r,
         // Another request copied this name up first: it is in the upper layer now.
         Err(Errno::EEXIST)

@@ -93,12 +93,41 @@ pub fn serve(queues: Queues, ops: Ops, dev: Arc<OwnedFd>, idle: bool) -> std::io
     Ok(())
 }
 
-fn pin_to(cpu: usize) {
+thread_local! {
+    /// The CPU this thread is pinned to, on io_uring threads.
+    static PINNED: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+fn set_affinity(cpus: impl IntoIterator<Item = usize>) -> bool {
     let mut set = nix::sched::CpuSet::new();
-    if set.set(cpu).is_ok() {
-        // A CPU that is possible but offline refuses: the thread then runs anywhere.
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    for cpu in cpus {
+        if set.set(cpu).is_err() {
+            return false;
+        }
     }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
+}
+
+fn pin_to(cpu: usize) {
+    // A CPU that is possible but offline refuses: the thread then runs anywhere.
+    if set_affinity([cpu]) {
+        PINNED.set(Some(cpu));
+    }
+}
+
+/// Runs `f`, work that waits on the disk (a copy-up), free to move to any CPU, and pins the
+/// thread back after: the wake-up at the end of each wait then goes to whichever CPU is awake
+/// rather than to the pinned one, asleep by then. A no-op on threads that are not pinned.
+pub fn unpinned<R>(f: impl FnOnce() -> R) -> R {
+    let Some(cpu) = PINNED.get() else {
+        return f();
+    };
+    let freed = set_affinity(0..possible_cpus());
+    let r = f();
+    if freed {
+        set_affinity([cpu]);
+    }
+    r
 }
 
 /// One entry's thread: register, then answer each request and fetch the next.
