@@ -2,7 +2,9 @@
 //!
 //! Invariants: built once before the mount goes live; afterwards only the node table, the handle
 //! tables and the passthrough switch change, each behind its own lock or atomic. The handle
-//! tables' mutexes are leaves: held only to insert, find or remove an entry.
+//! tables' mutexes are leaves: held only to insert, find or remove an entry. `dev` is set once,
+//! before requests are served; the `uring` mutex is taken only at INIT and once after the
+//! handshake, which takes the queues out, and no other lock is held with it.
 
 use anyhow::{Context, Result};
 use fuser::{Errno, FileType};
