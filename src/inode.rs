@@ -37,7 +37,9 @@ pub fn type_bits(kind: FileType) -> u32 {
     }
 }
 
-fn time(sec: i64, nsec: i64) -> SystemTime {
+/// A time from seconds and nanoseconds since the epoch, as `struct timespec` has them (before
+/// the epoch: negative seconds, positive nanoseconds).
+pub fn time(sec: i64, nsec: i64) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
     } else {
@@ -140,18 +142,29 @@ fn timespec(t: Option<fuser::TimeOrNow>) -> nix::sys::time::TimeSpec {
     match t {
         None => TimeSpec::UTIME_OMIT,
         Some(fuser::TimeOrNow::Now) => TimeSpec::UTIME_NOW,
-        Some(fuser::TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64),
-            Err(e) => {
-                let d = e.duration();
-                let (mut s, mut ns) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
-                if ns < 0 {
-                    s -= 1;
-                    ns += 1_000_000_000;
-                }
-                TimeSpec::new(s, ns)
+        Some(fuser::TimeOrNow::SpecificTime(t)) => {
+            let (s, ns) = epoch_parts(&t);
+            TimeSpec::new(s, i64::from(ns))
+        }
+    }
+}
+
+/// The inverse of `time`: seconds and nanoseconds since the epoch, as `struct timespec` and
+/// FUSE have them (saturated where seconds do not fit).
+pub fn epoch_parts(t: &SystemTime) -> (i64, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            match d.subsec_nanos() {
+                0 => (-secs, 0),
+                n => (-secs - 1, 1_000_000_000 - n),
             }
-        },
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! Invariant: no handler holds a lock while it replies, and none sends a kernel notification
 //! (they are queued for the notify worker).
 
-use fuser::{Errno, FileAttr, FileType, FopenFlags, TimeOrNow};
+use fuser::{Errno, FileAttr, FileType, FopenFlags};
 use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
@@ -660,24 +660,5 @@ impl Ops {
             }
             Err(e) => reply.error(e),
         }
-    }
-}
-
-/// A setattr's times, as the kernel sends them.
-pub fn set_time(now: bool, secs: u64, nsecs: u32) -> TimeOrNow {
-    if now {
-        TimeOrNow::Now
-    } else {
-        TimeOrNow::SpecificTime(crate::ops::system_time(secs as i64, nsecs))
-    }
-}
-
-/// A time from seconds and nanoseconds since the epoch (before it when negative).
-pub fn system_time(secs: i64, nsecs: u32) -> std::time::SystemTime {
-    let nanos = std::time::Duration::from_nanos(u64::from(nsecs));
-    if secs >= 0 {
-        UNIX_EPOCH + std::time::Duration::from_secs(secs as u64) + nanos
-    } else {
-        UNIX_EPOCH - std::time::Duration::from_secs(secs.unsigned_abs()) + nanos
     }
 }

@@ -7,8 +7,10 @@
 //! Invariant: every read of a request is bounds-checked (a short payload is EINVAL, never a
 //! panic); native byte order, as the kernel writes it.
 
-use fuser::{FileAttr, FileType};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use fuser::FileAttr;
+use std::time::Duration;
+
+use crate::inode::{epoch_parts, type_bits};
 
 pub const LOOKUP: u32 = 1;
 pub const GETATTR: u32 = 3;
@@ -128,34 +130,11 @@ impl Put<'_> {
     }
 }
 
-/// Seconds and nanoseconds since the epoch, as fuser gives them (before it: negative seconds,
-/// positive nanoseconds).
-fn time(t: &SystemTime) -> (i64, u32) {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            d.subsec_nanos(),
-        ),
-        Err(e) => {
-            let d = e.duration();
-            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            match d.subsec_nanos() {
-                0 => (-secs, 0),
-                n => (-secs - 1, 1_000_000_000 - n),
-            }
-        }
-    }
-}
-
-pub fn type_bits(kind: FileType) -> u32 {
-    crate::inode::type_bits(kind)
-}
-
 /// `struct fuse_attr` (88 bytes).
 pub fn put_attr(p: &mut Put, a: &FileAttr) {
-    let (at, atn) = time(&a.atime);
-    let (mt, mtn) = time(&a.mtime);
-    let (ct, ctn) = time(&a.ctime);
+    let (at, atn) = epoch_parts(&a.atime);
+    let (mt, mtn) = epoch_parts(&a.mtime);
+    let (ct, ctn) = epoch_parts(&a.ctime);
     p.u64(a.ino.0).u64(a.size).u64(a.blocks);
     p.u64(at as u64).u64(mt as u64).u64(ct as u64);
     p.u32(atn).u32(mtn).u32(ctn);
@@ -186,6 +165,8 @@ pub fn dirent_len(name_len: usize, plus: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fuser::FileType;
+    use std::time::UNIX_EPOCH;
 
     fn attr() -> FileAttr {
         FileAttr {

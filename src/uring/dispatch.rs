@@ -11,9 +11,10 @@ use super::abi::{self, Fields, InHeader};
 use super::reply::{Out, Ring};
 use crate::inode::SetAttr;
 use crate::killpriv::Who;
-use crate::ops::{set_time, Ops};
+use crate::ops::Ops;
 use crate::reply::Reply;
 use fuser::Errno;
+use fuser::TimeOrNow;
 
 /// The first NUL-terminated name of `b`, and what follows it.
 fn name(b: &[u8]) -> Option<(&OsStr, &[u8])> {
@@ -230,7 +231,12 @@ fn setattr_in(op: &Fields) -> Option<SetAttr> {
     let has = |bit: u32| valid & bit != 0;
     let time = |bit: u32, now: u32, secs: usize, nsecs: usize| -> Option<_> {
         Some(if has(bit) || has(now) {
-            Some(set_time(has(now), op.u64(secs)?, op.u32(nsecs)?))
+            Some(if has(now) {
+                TimeOrNow::Now
+            } else {
+                let (secs, nsecs) = (op.u64(secs)? as i64, op.u32(nsecs)?);
+                TimeOrNow::SpecificTime(crate::inode::time(secs, i64::from(nsecs)))
+            })
         } else {
             None
         })

@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use super::abi::{self, Put};
+use crate::inode::type_bits;
 use crate::reply::{self, Opened, StatfsOut};
 use crate::sys::backing::BackingId;
 
@@ -246,15 +247,7 @@ impl reply::Dir for Ring<'_> {
         let Some(room) = self.room() else {
             return true;
         };
-        let fits = put_dirent(
-            room,
-            &mut used,
-            ino,
-            offset,
-            abi::type_bits(kind),
-            name,
-            None,
-        );
+        let fits = put_dirent(room, &mut used, ino, offset, type_bits(kind), name, None);
         self.out.len = used;
         !fits
     }
@@ -276,7 +269,7 @@ impl reply::DirPlus for Ring<'_> {
         let Some(room) = self.room() else {
             return true;
         };
-        let bits = abi::type_bits(attr.kind);
+        let bits = type_bits(attr.kind);
         let entry = Some((ttl, attr, generation));
         let fits = put_dirent(room, &mut used, attr.ino.0, offset, bits, name, entry);
         self.out.len = used;
@@ -288,7 +281,7 @@ impl reply::DirPlus for Ring<'_> {
             return Some(true);
         };
         // A `fuse_direntplus` whose entry is all zero: node id 0 tells the kernel "no inode".
-        let (bits, zero) = (abi::type_bits(kind), crate::ops::negative_attr());
+        let (bits, zero) = (type_bits(kind), crate::ops::negative_attr());
         let entry = Some((&Duration::ZERO, &zero, 0));
         let fits = put_dirent(room, &mut used, ino, offset, bits, name, entry);
         self.out.len = used;
