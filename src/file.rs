@@ -209,7 +209,6 @@ fn open_real(ovl: &Ovl, node: &Arc<Node>, flags: i32) -> OResult<OwnedFd> {
     realops::open(dir, name, real_flags(flags)).map_err(errno)
 }
 
-/// Reads up to `size` bytes at `offset` of an open file.
 /// Reads at `offset` of an open file into `buf`, as much as the file has; how much it read.
 pub fn read_into(ovl: &Ovl, fh: u64, offset: u64, buf: &mut [u8]) -> OResult<usize> {
     let file = ovl.files.get(fh)?;

@@ -94,8 +94,8 @@ pub fn serve(queues: Queues, ops: Ops, dev: Arc<OwnedFd>, idle: bool) -> std::io
 }
 
 thread_local! {
-    /// The CPU this thread is pinned to, on io_uring threads.
-    static PINNED: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// On io_uring threads: the CPU the thread is pinned to, and how many CPUs there are.
+    static PINNED: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
 }
 
 fn set_affinity(cpus: impl IntoIterator<Item = usize>) -> bool {
@@ -111,7 +111,7 @@ fn set_affinity(cpus: impl IntoIterator<Item = usize>) -> bool {
 fn pin_to(cpu: usize) {
     // A CPU that is possible but offline refuses: the thread then runs anywhere.
     if set_affinity([cpu]) {
-        PINNED.set(Some(cpu));
+        PINNED.set(Some((cpu, possible_cpus())));
     }
 }
 
@@ -119,10 +119,10 @@ fn pin_to(cpu: usize) {
 /// thread back after: the wake-up at the end of each wait then goes to whichever CPU is awake
 /// rather than to the pinned one, asleep by then. A no-op on threads that are not pinned.
 pub fn unpinned<R>(f: impl FnOnce() -> R) -> R {
-    let Some(cpu) = PINNED.get() else {
+    let Some((cpu, cpus)) = PINNED.get() else {
         return f();
     };
-    let freed = set_affinity(0..possible_cpus());
+    let freed = set_affinity(0..cpus);
     let r = f();
     if freed {
         set_affinity([cpu]);
