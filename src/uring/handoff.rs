@@ -9,9 +9,13 @@
 //! kernel's own overlay does its work in the caller.
 //!
 //! The danger is starvation: a SCHED_IDLE thread gets almost no CPU while a normal task wants
-//! it. The guard thread watches each io_uring thread's time spent waiting for a CPU
-//! (`/proc/self/task/TID/schedstat`); when any waited more than `CONTENDED` in a tick, all go
-//! back to SCHED_OTHER, and return to SCHED_IDLE after `CALM` without such waits.
+//! it. The guard thread watches each io_uring thread's time spent waiting for a CPU and how
+//! often it got one (`/proc/self/task/TID/schedstat`); when any waited more than `CONTENDED` in
+//! a tick, in waits of `LONG_WAIT` or more on average, all go back to SCHED_OTHER, and return
+//! to SCHED_IDLE after `CALM` without such waits. Short waits are the handoff working: the
+//! woken caller runs until its next request while the thread that answered waits its turn (a
+//! `rm -rf` adds up to 5 ms of them every 10 ms, each a few hundred microseconds at most),
+//! where a thread starved by busy tasks waits milliseconds at a time.
 //!
 //! Invariants: the guard is the only thread that changes the policy of the io_uring threads
 //! after they registered; it holds the tid list's lock only to copy it.
@@ -24,8 +28,9 @@ use crate::sys::sched;
 /// How often the guard looks while requests flow, and while they do not.
 const TICK_BUSY: Duration = Duration::from_millis(10);
 const TICK_QUIET: Duration = Duration::from_millis(50);
-/// Waiting for a CPU this long within one tick is contention.
-const CONTENDED: Duration = Duration::from_millis(2);
+/// Waiting for a CPU this long within one tick, in waits this long on average, is contention.
+const CONTENDED: Duration = Duration::from_millis(5);
+const LONG_WAIT: Duration = Duration::from_millis(1);
 /// Back to SCHED_IDLE after this long without contention.
 const CALM: Duration = Duration::from_secs(1);
 
@@ -39,7 +44,7 @@ impl Handoff {
     /// watch it (a kernel without schedstat leaves the threads under SCHED_OTHER).
     pub fn join(&self) {
         let tid = sched::gettid();
-        if run_delay(tid).is_none() {
+        if sched_stat(tid).is_none() {
             tracing::info!("no schedstat: io_uring threads stay SCHED_OTHER");
             return;
         }
@@ -69,7 +74,7 @@ impl Handoff {
     fn run(&self, answered_now: impl Fn() -> u64) {
         let mut idle = true;
         let mut calm_since = Instant::now();
-        let mut waited: Vec<(i32, u64)> = Vec::new();
+        let mut waited: Vec<(i32, Sched)> = Vec::new();
         let mut answered = answered_now();
         let mut tick = TICK_QUIET;
         loop {
@@ -84,15 +89,15 @@ impl Handoff {
             let tids = self.tids.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let mut contended = false;
             for tid in &tids {
-                let Some(delay) = run_delay(*tid) else {
+                let Some(now) = sched_stat(*tid) else {
                     continue;
                 };
                 match waited.iter_mut().find(|(t, _)| t == tid) {
                     Some((_, before)) => {
-                        contended |= delay.saturating_sub(*before) > CONTENDED.as_nanos() as u64;
-                        *before = delay;
+                        contended |= now.starved_since(before);
+                        *before = now;
                     }
-                    None => waited.push((*tid, delay)),
+                    None => waited.push((*tid, now)),
                 }
             }
             if contended {
@@ -110,15 +115,37 @@ impl Handoff {
     }
 }
 
-/// Nanoseconds thread `tid` of this process has spent runnable but waiting for a CPU.
-fn run_delay(tid: i32) -> Option<u64> {
+/// A thread's scheduling counters: nanoseconds spent runnable but waiting for a CPU, and how
+/// many times it got one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sched {
+    run_delay: u64,
+    slices: u64,
+}
+
+impl Sched {
+    /// Whether the thread waited for CPUs long enough since `before`, in long enough waits, to
+    /// be starving.
+    fn starved_since(&self, before: &Sched) -> bool {
+        let waited = self.run_delay.saturating_sub(before.run_delay);
+        let waits = self.slices.saturating_sub(before.slices).max(1);
+        waited > CONTENDED.as_nanos() as u64 && waited / waits >= LONG_WAIT.as_nanos() as u64
+    }
+}
+
+/// The counters of thread `tid` of this process.
+fn sched_stat(tid: i32) -> Option<Sched> {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     parse_schedstat(&s)
 }
 
-/// The second field of a schedstat line: time on a CPU, time waiting, timeslices.
-fn parse_schedstat(s: &str) -> Option<u64> {
-    s.split_whitespace().nth(1)?.parse().ok()
+/// A schedstat line: time on a CPU, time waiting, timeslices.
+fn parse_schedstat(s: &str) -> Option<Sched> {
+    let mut f = s.split_whitespace().skip(1);
+    Some(Sched {
+        run_delay: f.next()?.parse().ok()?,
+        slices: f.next()?.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -126,8 +153,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schedstat_wait_field() {
-        assert_eq!(parse_schedstat("123 456 7\n"), Some(456));
-        assert_eq!(parse_schedstat("123"), None);
+    fn schedstat_fields() {
+        let s = Sched {
+            run_delay: 456,
+            slices: 7,
+        };
+        assert_eq!(parse_schedstat("123 456 7\n"), Some(s));
+        assert_eq!(parse_schedstat("123 456"), None);
+    }
+
+    #[test]
+    fn many_short_waits_are_no_starvation() {
+        let before = Sched {
+            run_delay: 0,
+            slices: 0,
+        };
+        let ms = 1_000_000;
+        // A ping-pong with the caller: 6 ms waited in 200 waits of 30 us, or in 12 of 500 us
+        // (the caller working between requests).
+        let handoff = Sched {
+            run_delay: 6 * ms,
+            slices: 200,
+        };
+        assert!(!handoff.starved_since(&before));
+        let handoff = Sched {
+            run_delay: 6 * ms,
+            slices: 12,
+        };
+        assert!(!handoff.starved_since(&before));
+        // Starved by busy tasks: 8 ms waited in 4 waits.
+        let starved = Sched {
+            run_delay: 8 * ms,
+            slices: 4,
+        };
+        assert!(starved.starved_since(&before));
+        // Long waits, but little of them in the tick.
+        let quiet = Sched {
+            run_delay: 3 * ms,
+            slices: 1,
+        };
+        assert!(!quiet.starved_since(&before));
     }
 }
