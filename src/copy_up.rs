@@ -1,11 +1,12 @@
 //! Copy-up: the first change to an object that lives in a lower layer copies it, and its missing
 //! parent directories, into the upper layer, as the kernel's overlay does.
 //!
-//! The copy is built in the work dir under a temp name: data (a `FICLONE` where the filesystem
+//! The copy is built in the work dir, unnamed (`O_TMPFILE`) for a regular file where the
+//! filesystem allows, else under a temp name: data (a `FICLONE` where the filesystem
 //! allows, else `copy_file_range` over the data segments only, so holes stay holes, then synced
 //! unless `volatile`/`fsync=0`), owner, xattrs (`security.capability` and ACLs included, the
-//! mount's private ones excluded), `overlay.origin`, mode, times; one rename then puts it in
-//! place. A crash leaves the lower object visible or the whole copy, never half of one.
+//! mount's private ones excluded), `overlay.origin`, mode, times; one link (or rename) then puts
+//! it in place. A crash leaves the lower object visible or the whole copy, never half of one.
 //!
 //! Invariants: a node is copied up at most once (its `copy_up_lock`, re-checked under the lock);
 //! copy-up locks are taken child before parent (a node's copy-up first copies up its parent), so
@@ -24,7 +25,6 @@ use crate::layer::open_dir;
 use crate::node::{Loc, Node, Real};
 use crate::origin::Origin;
 use crate::ovl::{errno, io_errno, OResult, Ovl};
-use crate::work::WorkDir;
 use crate::{realops, sys, xattr};
 
 /// Makes sure `node`'s topmost real object is in the upper layer.
@@ -134,7 +134,6 @@ fn copy_up_at(
         return Ok(vec![linked]);
     }
     let st = src.stat().map_err(errno)?;
-    let tmp = work.temp_name();
     mark_impure(ovl, upper_dir.as_fd())?;
     // A lower file with other links goes through the index, so they all keep sharing it.
     let indexed = match &ovl.index {
@@ -144,28 +143,47 @@ fn copy_up_at(
         }
         _ => None,
     };
-    let built = build(ovl, work, &tmp, src, &st)
+    // A regular file is built unnamed (`O_TMPFILE`) where the work dir's filesystem allows, as
+    // the kernel's overlay does: syncing its data syncs no directory, a crash leaves nothing in
+    // the work dir, and one link puts it in place. Anything else is built under a temp name.
+    let tmpfile = match crate::inode::file_type(st.st_mode) {
+        FileType::RegularFile => work.tmpfile(),
+        _ => None,
+    };
+    let tmp = work.temp_name();
+    let (bdir, bname) = match &tmpfile {
+        Some(fd) => (fd.as_fd(), c""),
+        None => (work.dir(), tmp.as_c_str()),
+    };
+    let put = |dir: BorrowedFd, name: &CStr| match &tmpfile {
+        Some(fd) => realops::link_tmpfile(fd.as_fd(), dir, name),
+        None => realops::link(work.dir(), &tmp, dir, name),
+    };
+    let built = build(ovl, bdir, bname, tmpfile.as_ref(), src, &st)
         .and_then(|()| match &indexed {
             Some((index, iname)) => {
                 // The copy's own link count becomes 2 (index and name); the union keeps the
                 // lower one's.
-                crate::index::set_nlink(ovl, work.dir(), &tmp, 2, st.st_nlink as i64)?;
-                realops::link(work.dir(), &tmp, index.as_fd(), iname).map_err(errno)
+                crate::index::set_nlink(ovl, bdir, bname, 2, st.st_nlink as i64)?;
+                put(index.as_fd(), iname).map_err(errno)
             }
             None => Ok(()),
         })
-        .and_then(|()| {
-            realops::rename(
+        .and_then(|()| match &tmpfile {
+            Some(_) => put(upper_dir.as_fd(), name).map_err(errno),
+            None => realops::rename(
                 work.dir(),
                 &tmp,
                 upper_dir.as_fd(),
                 name,
                 RenameFlags::RENAME_NOREPLACE,
             )
-            .map_err(errno)
+            .map_err(errno),
         });
     if let Err(e) = built {
-        let _ = work.remove(&tmp);
+        if tmpfile.is_none() {
+            let _ = work.remove(&tmp);
+        }
         tracing::warn!(?name, ?e, "copy-up failed");
         return Err(e);
     }
@@ -196,43 +214,56 @@ pub fn mark_impure(ovl: &Ovl, dir: BorrowedFd) -> OResult<()> {
     Ok(())
 }
 
-/// Builds the copy of `src` as `tmp` in the work dir.
-fn build(ovl: &Ovl, work: &WorkDir, tmp: &CStr, src: &Real, st: &FileStat) -> OResult<()> {
-    let wd = work.dir();
+/// Builds the copy of `src` as `name` in `dir` (the work dir), or in `tmpfile` (then `dir` is
+/// its fd and `name` empty).
+fn build(
+    ovl: &Ovl,
+    dir: BorrowedFd,
+    name: &CStr,
+    tmpfile: Option<&OwnedFd>,
+    src: &Real,
+    st: &FileStat,
+) -> OResult<()> {
     let (sdir, sname) = src.at();
     // By the real type: a regular file standing for a device (an owner override) stays one.
     match crate::inode::file_type(st.st_mode) {
-        FileType::Directory => realops::mkdir(wd, tmp, 0o700).map_err(errno)?,
-        FileType::RegularFile => copy_data(ovl, wd, tmp, src, st)?,
+        FileType::Directory => realops::mkdir(dir, name, 0o700).map_err(errno)?,
+        FileType::RegularFile => match tmpfile {
+            Some(dst) => copy_data(ovl, dst, src, st)?,
+            None => {
+                let dst = realops::create(dir, name, OFlag::O_WRONLY, 0o600).map_err(errno)?;
+                copy_data(ovl, &dst, src, st)?
+            }
+        },
         FileType::Symlink => {
             let target = nix::fcntl::readlinkat(sdir, sname).map_err(errno)?;
             let target = CString::new(target.into_encoded_bytes()).map_err(|_| Errno::EIO)?;
-            realops::symlink(&target, wd, tmp).map_err(errno)?
+            realops::symlink(&target, dir, name).map_err(errno)?
         }
-        _ => realops::mknod(wd, tmp, st.st_mode, st.st_rdev).map_err(errno)?,
+        _ => realops::mknod(dir, name, st.st_mode, st.st_rdev).map_err(errno)?,
     }
     // chown first: it clears setuid/setgid and security.capability, which come back after.
-    realops::chown(wd, tmp, Some(st.st_uid), Some(st.st_gid)).map_err(errno)?;
-    copy_xattrs(ovl, sdir, sname, wd, tmp)?;
-    set_origin(ovl, src, wd, tmp);
+    realops::chown(dir, name, Some(st.st_uid), Some(st.st_gid)).map_err(errno)?;
+    copy_xattrs(ovl, sdir, sname, dir, name)?;
+    set_origin(ovl, src, dir, name);
     if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-        realops::chmod(wd, tmp, st.st_mode & 0o7777).map_err(errno)?;
+        realops::chmod(dir, name, st.st_mode & 0o7777).map_err(errno)?;
     }
     let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
     let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
-    realops::utimens(wd, tmp, &atime, &mtime).map_err(errno)
+    realops::utimens(dir, name, &atime, &mtime).map_err(errno)
 }
 
-/// Copies a regular file's data, keeping holes, and syncs it unless the mount is volatile.
-fn copy_data(ovl: &Ovl, wd: BorrowedFd, tmp: &CStr, real: &Real, st: &FileStat) -> OResult<()> {
+/// Copies a regular file's data into `dst`, keeping holes, and syncs it unless the mount is
+/// volatile.
+fn copy_data(ovl: &Ovl, dst: &OwnedFd, real: &Real, st: &FileStat) -> OResult<()> {
     let (sdir, sname) = real.at();
     let src = realops::open(sdir, sname, OFlag::O_RDONLY).map_err(errno)?;
-    let dst = realops::create(wd, tmp, OFlag::O_WRONLY, 0o600).map_err(errno)?;
-    if st.st_size > 0 && !clone(ovl, real.layer(), &src, &dst) {
-        copy_segments(&src, &dst, st.st_size)?;
+    if st.st_size > 0 && !clone(ovl, real.layer(), &src, dst) {
+        copy_segments(&src, dst, st.st_size)?;
     }
     if ovl.fsync {
-        nix::unistd::fsync(&dst).map_err(errno)?;
+        nix::unistd::fsync(dst).map_err(errno)?;
     }
     Ok(())
 }

@@ -60,6 +60,19 @@ pub fn link(odir: BorrowedFd, oname: &CStr, ndir: BorrowedFd, nname: &CStr) -> R
     nix::unistd::linkat(odir, oname, ndir, nname, flags)
 }
 
+/// Gives `O_TMPFILE` file `fd` the name `name` in `dir`, which must not exist. Through its
+/// /proc link: `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH, which rootless plyfs lacks.
+pub fn link_tmpfile(fd: BorrowedFd, dir: BorrowedFd, name: &CStr) -> R<()> {
+    tracing::debug!(?name, "real link of a temp file");
+    nix::unistd::linkat(
+        nix::fcntl::AT_FDCWD,
+        crate::layer::proc_path(fd).as_str(),
+        dir,
+        name,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+}
+
 pub fn unlink(dir: BorrowedFd, name: &CStr) -> R<()> {
     tracing::debug!(?name, "real unlink");
     nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)

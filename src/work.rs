@@ -14,7 +14,7 @@ use nix::sys::stat::Mode;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::layer::open_dir;
@@ -27,6 +27,9 @@ pub struct WorkDir {
     /// whiteouts are hard links of, as the kernel does: linking is far cheaper than allocating
     /// an inode per whiteout. Its mutex is a leaf.
     shared_whiteout: Mutex<Option<(CString, bool)>>,
+    /// Set once the work dir's filesystem refused `O_TMPFILE` (or there is no /proc to link
+    /// one through): copy-ups then build regular files under temp names.
+    no_tmpfile: AtomicBool,
 }
 
 impl WorkDir {
@@ -45,6 +48,7 @@ impl WorkDir {
             fd: Arc::new(fd),
             next: AtomicU64::new(1),
             shared_whiteout: Mutex::new(None),
+            no_tmpfile: AtomicBool::new(!Path::new("/proc/self/fd").exists()),
         })
     }
 
@@ -56,6 +60,35 @@ impl WorkDir {
     pub fn temp_name(&self) -> CString {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         CString::new(format!("#plyfs.{n:x}")).expect("no NUL")
+    }
+
+    /// An unnamed regular file in the work dir (`O_TMPFILE`, open for writing, mode 0600), or
+    /// None: where the filesystem has none (not tried again), or on any other error (the caller
+    /// falls back to a named temp, which reports it).
+    pub fn tmpfile(&self) -> Option<OwnedFd> {
+        if self.no_tmpfile.load(Ordering::Relaxed) {
+            return None;
+        }
+        match nix::fcntl::openat(
+            self.dir(),
+            c".",
+            OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                if matches!(
+                    e,
+                    nix::errno::Errno::EOPNOTSUPP
+                        | nix::errno::Errno::EISDIR
+                        | nix::errno::Errno::EINVAL
+                ) {
+                    tracing::debug!(%e, "no O_TMPFILE in the work dir");
+                    self.no_tmpfile.store(true, Ordering::Relaxed);
+                }
+                None
+            }
+        }
     }
 
     /// Makes a whiteout named `tmp` in the work dir: a hard link of the shared whiteout (made on
