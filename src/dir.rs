@@ -258,6 +258,15 @@ fn whiteout_in_place(
     is_dir: bool,
 ) -> OResult<()> {
     let w = work(ovl)?;
+    if matches!(entry, UpperEntry::Nothing | UpperEntry::AufsWhiteout) {
+        // Nothing to replace: link the shared whiteout straight in.
+        if let Some(xform) = w.link_whiteout(udir, name).map_err(errno)? {
+            if xform {
+                mark_xwhiteouts(ovl, udir)?;
+            }
+            return Ok(());
+        }
+    }
     let tmp = w.temp_name();
     let xform = work_whiteout(ovl, w, &tmp)?;
     let flags = match (entry, is_dir) {
@@ -353,13 +362,28 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
     copy_up(ovl, parent)?;
     let udir = upper_dir(parent)?;
     let in_upper = ovl.layers.is_upper(found.reals[0].layer());
-    let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
+    // What the upper layer holds at the name, as `find` just saw it: an object if it found
+    // one there, else nothing (a whiteout would have hidden the name). An index alias is
+    // looked at again.
+    let entry = if found.reals[0].alias {
+        namei::upper_entry(ovl, udir.as_fd(), &cname)?
+    } else if in_upper {
+        UpperEntry::Object
+    } else {
+        UpperEntry::Nothing
+    };
     let held = if in_upper && !dir && !found.reals[0].alias {
         hold_other_links(udir.as_fd(), &cname, node.is_some())
     } else {
         None
     };
-    let res = remove_found(ovl, parent, &found, &udir, &cname, entry, in_upper, dir);
+    let mut res = remove_found(ovl, parent, &found, &udir, &cname, entry, in_upper, dir);
+    if res == Err(Errno::EEXIST) && entry == UpperEntry::Nothing {
+        // A copy-up of the object (a change through an fd, which does not lock this
+        // directory) put it in the upper layer since: hide that copy instead.
+        let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
+        res = remove_found(ovl, parent, &found, &udir, &cname, entry, in_upper, dir);
+    }
     parent.bump_version();
     if let (Ok(()), Some(node)) = (&res, &node) {
         repoint(node, &udir, &cname, held);

@@ -116,6 +116,24 @@ impl WorkDir {
         crate::realops::whiteout(x, self.dir(), tmp)
     }
 
+    /// Links the shared whiteout at `name` in `dir`, where nothing may be: one atomic system
+    /// call instead of a temp whiteout and a rename. Ok(None) when there is no usable shared
+    /// whiteout yet (the caller makes one through `whiteout`); else whether it is the xattr form.
+    pub fn link_whiteout(&self, dir: BorrowedFd, name: &CStr) -> nix::Result<Option<bool>> {
+        let shared = self
+            .shared_whiteout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some((wh, xform)) = &*shared else {
+            return Ok(None);
+        };
+        match crate::realops::link(self.dir(), wh, dir, name) {
+            Ok(()) => Ok(Some(*xform)),
+            Err(nix::errno::Errno::EMLINK) | Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes `name` (a directory tree or any other object) from the work dir.
     pub fn remove(&self, name: &std::ffi::CStr) -> nix::Result<()> {
         remove_tree(self.dir(), name)
