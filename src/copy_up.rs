@@ -228,13 +228,17 @@ fn build(
     // By the real type: a regular file standing for a device (an owner override) stays one.
     match crate::inode::file_type(st.st_mode) {
         FileType::Directory => realops::mkdir(dir, name, 0o700).map_err(errno)?,
-        FileType::RegularFile => match tmpfile {
-            Some(dst) => copy_data(ovl, dst, src, st)?,
-            None => {
-                let dst = realops::create(dir, name, OFlag::O_WRONLY, 0o600).map_err(errno)?;
-                copy_data(ovl, &dst, src, st)?
-            }
-        },
+        FileType::RegularFile => {
+            let created;
+            let dst = match tmpfile {
+                Some(dst) => dst,
+                None => {
+                    created = realops::create(dir, name, OFlag::O_WRONLY, 0o600).map_err(errno)?;
+                    &created
+                }
+            };
+            copy_data(ovl, dst, src, st)?
+        }
         FileType::Symlink => {
             let target = nix::fcntl::readlinkat(sdir, sname).map_err(errno)?;
             let target = CString::new(target.into_encoded_bytes()).map_err(|_| Errno::EIO)?;

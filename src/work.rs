@@ -100,12 +100,8 @@ impl WorkDir {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         for _ in 0..2 {
-            if let Some((name, xform)) = &*shared {
-                match crate::realops::link(self.dir(), name, self.dir(), tmp) {
-                    Ok(()) => return Ok(*xform),
-                    Err(nix::errno::Errno::EMLINK) | Err(nix::errno::Errno::ENOENT) => {}
-                    Err(e) => return Err(e),
-                }
+            if let Some(xform) = self.link_shared(&shared, self.dir(), tmp)? {
+                return Ok(xform);
             }
             let name = self.temp_name();
             let xform = crate::realops::whiteout(x, self.dir(), &name)?;
@@ -124,7 +120,18 @@ impl WorkDir {
             .shared_whiteout
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let Some((wh, xform)) = &*shared else {
+        self.link_shared(&shared, dir, name)
+    }
+
+    /// Links shared whiteout `shared` at `name` in `dir`: whether it is the xattr form, or
+    /// None when there is none or it is gone or full (EMLINK, ENOENT).
+    fn link_shared(
+        &self,
+        shared: &Option<(CString, bool)>,
+        dir: BorrowedFd,
+        name: &CStr,
+    ) -> nix::Result<Option<bool>> {
+        let Some((wh, xform)) = shared else {
             return Ok(None);
         };
         match crate::realops::link(self.dir(), wh, dir, name) {
