@@ -7,7 +7,9 @@
 //! - **Complete directories**: once a directory's whole merged listing was read, its names are
 //!   kept with the directory's version (`Node::version`, bumped by every change of its names
 //!   through the mount, and by the upper-layer watch); a lookup of a name that is not among them
-//!   is answered without touching the layers while the version still matches.
+//!   is answered without touching the layers while the version still matches. A name is kept
+//!   as its 64-bit hash (seeded at random per mount), not its bytes: a collision can only make a
+//!   missing name look present, which costs a real probe, never a wrong answer.
 //!
 //! Memory: `cache_entries=N` bounds both: at most N lookup entries, and at most N names in all
 //! complete directories together (the least recently completed directory stops being complete,
@@ -21,8 +23,10 @@
 //! held while taking a node's `complete` lock, never the reverse. No lock is held across a
 //! system call.
 
+use hashbrown::hash_table::Entry as Slot;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
-use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -162,16 +166,18 @@ pub struct Stats {
     pub uring_requests: AtomicU64,
 }
 
-/// The names of a complete directory at one version of it.
+/// The names of a complete directory at one version of it, as their hashes (`Caches::hash`);
+/// a hash table slot holds the hash and is found by it.
 pub struct Complete {
     pub version: u64,
-    names: HashSet<Box<[u8]>>,
+    names: HashTable<u64>,
     held: Arc<AtomicUsize>,
 }
 
 impl Complete {
-    pub fn contains(&self, name: &[u8]) -> bool {
-        self.names.contains(name)
+    /// Whether a name with hash `hash` may be in the directory.
+    fn may_hold(&self, hash: u64) -> bool {
+        self.names.find(hash, |&h| h == hash).is_some()
     }
 }
 
@@ -191,6 +197,8 @@ pub struct Caches {
     /// Names held by all complete directories.
     complete_names: Arc<AtomicUsize>,
     budget: usize,
+    /// Hashes the names of complete directories.
+    hasher: DefaultHashBuilder,
     pub stats: Stats,
 }
 
@@ -204,6 +212,7 @@ impl Caches {
             sweep_at: AtomicUsize::new(SWEEP_MIN),
             complete_names: Arc::new(AtomicUsize::new(0)),
             budget: entries,
+            hasher: DefaultHashBuilder::default(),
             stats: Stats::default(),
         }
     }
@@ -242,7 +251,7 @@ impl Caches {
             }
             guard.clone()
         };
-        let missing = complete.is_some_and(|c| !c.contains(name));
+        let missing = complete.is_some_and(|c| !c.may_hold(self.hasher.hash_one(name)));
         if missing {
             self.stats.complete_hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -258,7 +267,14 @@ impl Caches {
         version: u64,
         names: impl Iterator<Item = &'a [u8]>,
     ) {
-        let names: HashSet<Box<[u8]>> = names.map(Box::from).collect();
+        let mut hashes = HashTable::new();
+        for name in names {
+            let hash = self.hasher.hash_one(name);
+            if let Slot::Vacant(slot) = hashes.entry(hash, |&h| h == hash, |&h| h) {
+                slot.insert(hash);
+            }
+        }
+        let names = hashes;
         if names.len() > self.budget {
             return;
         }
