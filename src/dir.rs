@@ -4,7 +4,9 @@
 //! Rules: every change happens in the upper layer, after copying up the parent directories. A
 //! new object is built in the work dir with its final owner, mode and markers, then one rename
 //! puts it in place: `RENAME_NOREPLACE`, or `RENAME_EXCHANGE` over a whiteout (then removed), so
-//! the name shows either nothing or the whole new object. A directory made over a whiteout is
+//! the name shows either nothing or the whole new object. A regular file that needs nothing
+//! but its mode (the daemon's own owner, no setgid directory or default ACL, no whiteout at the
+//! name) is made in place by one exclusive `open`, which is just as whole. A directory made over a whiteout is
 //! opaque. Removing a name that a lower layer also holds leaves a whiteout in its place.
 //!
 //! Invariants: no lock is held across these calls but a node's own copy-up lock; the node table
@@ -127,12 +129,23 @@ pub fn make(
     } else {
         ovl.ids.store_gid(caller.gid)
     };
-    let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
     let parent_default = crate::xattr::read_all(udir.as_fd(), c"", crate::acl::DEFAULT)
         .map_err(crate::ovl::io_errno)?;
     let inherit = |mode: u32, is_dir: bool| {
         crate::acl::inherit(parent_default.as_deref(), mode, caller.umask, is_dir)
     };
+    if let New::File { flags, mode } = &what {
+        let (uid, plain_dir) = (ovl.ids.store_uid(caller.uid), !setgid_dir);
+        if plain_dir && parent_default.is_none() && ovl.maker.owns_as(uid, gid) {
+            let mode = inherit(*mode, false).mode;
+            if let Some(fd) = create_in_place(ovl, udir.as_fd(), &cname, *flags, mode)? {
+                parent.bump_version();
+                let (node, attr) = namei::lookup(ovl, parent, name)?.ok_or(Errno::EIO)?;
+                return Ok((node, attr, Some(fd)));
+            }
+        }
+    }
+    let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
     let tmp = w.temp_name();
     let wd = w.dir();
     let built = (|| -> OResult<Option<OwnedFd>> {
@@ -217,6 +230,70 @@ pub fn make(
     parent.bump_version();
     let (node, attr) = namei::lookup(ovl, parent, name)?.ok_or(Errno::EIO)?;
     Ok((node, attr, fd))
+}
+
+/// How the upper filesystem owns what the daemon makes itself: the daemon's ids, and its
+/// umask, which `open` applies to the mode it is given.
+pub struct Maker {
+    uid: u32,
+    gid: u32,
+    umask: u32,
+}
+
+impl Maker {
+    /// The daemon's. The umask is read from /proc (reading it through `umask` would set it
+    /// for every thread); without /proc, every bit counts as masked, so a mode is always set.
+    pub fn current() -> Maker {
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+                u32::from_str_radix(line.trim(), 8).ok()
+            })
+            .unwrap_or(0o777);
+        Maker {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            umask,
+        }
+    }
+
+    /// Whether a file the daemon makes is owned by stored ids `uid` and `gid` as it is made
+    /// (in a directory without the setgid bit).
+    fn owns_as(&self, uid: u32, gid: u32) -> bool {
+        (uid, gid) == (self.uid, self.gid)
+    }
+}
+
+/// Creates regular file `name` straight in upper directory `udir` with its final `mode`, as
+/// the kernel's overlay creates where no whiteout holds the name: one `openat(O_EXCL)` makes it
+/// whole, for a file whose owner is the daemon's own (see `Maker`). None when a whiteout holds
+/// the name (an aufs one beside it, or `EEXIST` for one at it): the caller then builds the
+/// file in the work dir and puts it in place over the whiteout.
+fn create_in_place(
+    ovl: &Ovl,
+    udir: BorrowedFd,
+    name: &CStr,
+    flags: OFlag,
+    mode: u32,
+) -> OResult<Option<OwnedFd>> {
+    if namei::has_aufs_whiteout(udir, name)? {
+        return Ok(None);
+    }
+    let fd = match realops::create(udir, name, flags & OFlag::O_ACCMODE, mode) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::EEXIST) => return Ok(None),
+        Err(e) => return Err(errno(e)),
+    };
+    if mode & 0o777 & ovl.maker.umask != 0 {
+        // The umask took bits the mode asks for: give them back, or take the file away.
+        let mode = nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777);
+        if let Err(e) = nix::sys::stat::fchmod(fd.as_fd(), mode) {
+            let _ = realops::unlink(udir, name);
+            return Err(errno(e));
+        }
+    }
+    Ok(Some(fd))
 }
 
 /// Puts work-dir object `tmp` in place as `name` in upper directory `udir`.

@@ -128,6 +128,8 @@ pub struct Ovl {
     pub ino_handles: Vec<bool>,
     /// Whether owner overrides are read and written (`override_stat.rs`).
     pub overrides: crate::override_stat::Mode,
+    /// How the upper filesystem owns what the daemon makes (`dir.rs`).
+    pub maker: crate::dir::Maker,
 }
 
 /// Whether plyfs may use `trusted.*` xattrs. Not in a user namespace (rootless podman runs
@@ -326,6 +328,7 @@ impl Ovl {
             open_handles,
             ino_handles,
             overrides,
+            maker: crate::dir::Maker::current(),
         })
     }
 

@@ -200,6 +200,19 @@ fn create_and_make() {
             ("file in the new dir", |m| {
                 fs::write(m.join("srv/www/html/index.html"), b"<p>\n")
             }),
+            ("file with bits a umask of 022 takes", |m| {
+                // The daemon's own umask must not take what the caller's left.
+                let file = m.join("srv/www/html/shared");
+                let st = std::process::Command::new("sh")
+                    .args(["-c", "umask 0 && touch \"$1\"", "sh"])
+                    .arg(&file)
+                    .status()?;
+                if st.success() {
+                    Ok(())
+                } else {
+                    Err(io::Error::other(format!("touch: {st}")))
+                }
+            }),
             ("symlink", |m| symlink("../etc/passwd", m.join("srv/pw"))),
             ("fifo", |m| {
                 nix::unistd::mkfifo(
