@@ -166,7 +166,7 @@ pub struct Stats {
     pub uring_requests: AtomicU64,
 }
 
-/// The names of a complete directory at one version of it, as their hashes (`Caches::hash`);
+/// The names of a complete directory at one version of it, as their hashes (`Caches::hasher`);
 /// a hash table slot holds the hash and is found by it.
 pub struct Complete {
     pub version: u64,

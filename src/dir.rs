@@ -6,8 +6,9 @@
 //! puts it in place: `RENAME_NOREPLACE`, or `RENAME_EXCHANGE` over a whiteout (then removed), so
 //! the name shows either nothing or the whole new object. A regular file that needs nothing
 //! but its mode (the daemon's own owner, no setgid directory or default ACL, no whiteout at the
-//! name) is made in place by one exclusive `open`, which is just as whole. A directory made over a whiteout is
-//! opaque. Removing a name that a lower layer also holds leaves a whiteout in its place.
+//! name) is made in place by one exclusive `open`, which is just as whole. A directory made
+//! over a whiteout is opaque. Removing a name that a lower layer also holds leaves a whiteout
+//! in its place.
 //!
 //! Invariants: no lock is held across these calls but a node's own copy-up lock; the node table
 //! learns about new objects through an ordinary lookup after they are in place.
@@ -286,7 +287,9 @@ fn create_in_place(
         Err(e) => return Err(errno(e)),
     };
     if mode & 0o777 & ovl.maker.umask != 0 {
-        // The umask took bits the mode asks for: give them back, or take the file away.
+        // The umask took bits the mode asks for: give them back, or take the file away. Until
+        // then the file has fewer permission bits than asked, never more (a crash between the
+        // two calls leaves it so).
         let mode = nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777);
         if let Err(e) = nix::sys::stat::fchmod(fd.as_fd(), mode) {
             let _ = realops::unlink(udir, name);
