@@ -1498,3 +1498,46 @@ fn user_namespace_owner_overrides() {
         "the real file is unchanged"
     );
 }
+
+/// A file made over an upper whiteout in the other forms plyfs reads (an xattr whiteout at the
+/// name, an aufs `.wh.` file beside it) takes the whiteout's place: the name shows the new
+/// file, and the upper dir holds the file and no whiteout for it (plyfs only: the kernel's
+/// overlay does not read these forms in the upper dir). The demo set's top layer, which holds
+/// the whiteout of etc/motd, is mounted as the upper dir.
+#[test]
+fn create_over_other_whiteout_forms() {
+    if !require_root_and_fuse("create_over_other_whiteout_forms") {
+        return;
+    }
+    for form in ["xattr", "aufs"] {
+        let l = Layers::build("demo", &[&format!("--whiteout={form}")]);
+        let (top, base) = (&l.lowers[0], &l.lowers[1]);
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            base.display(),
+            top.display(),
+            l.work.display()
+        );
+        let pm = PlyMount::new(&opts);
+        let motd = pm.mnt.join("etc/motd");
+        assert!(!motd.exists(), "{form}: the whiteout hides etc/motd");
+        fs::write(&motd, b"back\n").unwrap();
+        assert_eq!(fs::read(&motd).unwrap(), b"back\n", "{form}: read back");
+        drop(pm);
+        let upper = top.join("etc/motd");
+        let meta = fs::symlink_metadata(&upper).unwrap();
+        assert!(meta.is_file() && meta.len() == 5, "{form}: upper etc/motd");
+        let names: Vec<String> = xattr::list(&upper)
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.ends_with("overlay.whiteout")),
+            "{form}: the new file keeps a whiteout xattr: {names:?}"
+        );
+        assert!(
+            !top.join("etc/.wh.motd").exists(),
+            "{form}: the aufs whiteout stayed beside the new file"
+        );
+    }
+}
