@@ -257,20 +257,13 @@ mod tests {
     fn a(perm: u16, uid: u32, gid: u32, kind: FileType) -> FileAttr {
         FileAttr {
             ino: INodeNo(5),
-            size: 0,
-            blocks: 0,
-            atime: UNIX_EPOCH,
-            mtime: UNIX_EPOCH,
-            ctime: UNIX_EPOCH,
-            crtime: UNIX_EPOCH,
             kind,
             perm,
             nlink: 1,
             uid,
             gid,
-            rdev: 0,
             blksize: 4096,
-            flags: 0,
+            ..crate::ops::negative_attr()
         }
     }
 

@@ -229,47 +229,35 @@ fn dispatch(ops: &Ops, h: &InHeader, op: Fields, payload: &mut [u8], size: usize
 fn setattr_in(op: &Fields) -> Option<SetAttr> {
     let valid = op.u32(0)?;
     let has = |bit: u32| valid & bit != 0;
-    let time = |bit: u32, now: u32, secs: usize, nsecs: usize| -> Option<_> {
-        Some(if has(bit) || has(now) {
+    let time = |bit: u32, now: u32, secs: usize, nsecs: usize| {
+        when(has(bit) || has(now), || {
             Some(if has(now) {
                 TimeOrNow::Now
             } else {
                 let (secs, nsecs) = (op.u64(secs)? as i64, op.u32(nsecs)?);
                 TimeOrNow::SpecificTime(crate::inode::time(secs, i64::from(nsecs)))
             })
-        } else {
-            None
         })
     };
     Some(SetAttr {
-        mode: if has(abi::FATTR_MODE) {
-            Some(op.u32(68)?)
-        } else {
-            None
-        },
-        uid: if has(abi::FATTR_UID) {
-            Some(op.u32(76)?)
-        } else {
-            None
-        },
-        gid: if has(abi::FATTR_GID) {
-            Some(op.u32(80)?)
-        } else {
-            None
-        },
-        size: if has(abi::FATTR_SIZE) {
-            Some(op.u64(16)?)
-        } else {
-            None
-        },
+        mode: when(has(abi::FATTR_MODE), || op.u32(68))?,
+        uid: when(has(abi::FATTR_UID), || op.u32(76))?,
+        gid: when(has(abi::FATTR_GID), || op.u32(80))?,
+        size: when(has(abi::FATTR_SIZE), || op.u64(16))?,
         atime: time(abi::FATTR_ATIME, abi::FATTR_ATIME_NOW, 32, 56)?,
         mtime: time(abi::FATTR_MTIME, abi::FATTR_MTIME_NOW, 40, 60)?,
-        fh: if has(abi::FATTR_FH) {
-            Some(op.u64(8)?)
-        } else {
-            None
-        },
+        fh: when(has(abi::FATTR_FH), || op.u64(8))?,
     })
+}
+
+/// A field a request may set: `Some(read())` when `set`, `Some(None)` when not, and None when
+/// it is set but cannot be read.
+fn when<T>(set: bool, read: impl FnOnce() -> Option<T>) -> Option<Option<T>> {
+    if set {
+        read().map(Some)
+    } else {
+        Some(None)
+    }
 }
 
 #[cfg(test)]

@@ -241,15 +241,29 @@ fn put_dirent(
     true
 }
 
-impl reply::Dir for Ring<'_> {
-    fn add(&mut self, ino: u64, offset: u64, kind: FileType, name: &OsStr) -> bool {
+impl Ring<'_> {
+    /// Appends a listing entry after those already in the payload; true when it did not fit.
+    fn add_dirent(
+        &mut self,
+        ino: u64,
+        offset: u64,
+        type_bits: u32,
+        name: &OsStr,
+        entry: Option<(&Duration, &FileAttr, u64)>,
+    ) -> bool {
         let mut used = self.out.len;
         let Some(room) = self.room() else {
             return true;
         };
-        let fits = put_dirent(room, &mut used, ino, offset, type_bits(kind), name, None);
+        let fits = put_dirent(room, &mut used, ino, offset, type_bits, name, entry);
         self.out.len = used;
         !fits
+    }
+}
+
+impl reply::Dir for Ring<'_> {
+    fn add(&mut self, ino: u64, offset: u64, kind: FileType, name: &OsStr) -> bool {
+        self.add_dirent(ino, offset, type_bits(kind), name, None)
     }
     fn ok(self) {
         self.out.in_payload = true;
@@ -265,27 +279,14 @@ impl reply::DirPlus for Ring<'_> {
         attr: &FileAttr,
         generation: u64,
     ) -> bool {
-        let mut used = self.out.len;
-        let Some(room) = self.room() else {
-            return true;
-        };
-        let bits = type_bits(attr.kind);
         let entry = Some((ttl, attr, generation));
-        let fits = put_dirent(room, &mut used, attr.ino.0, offset, bits, name, entry);
-        self.out.len = used;
-        !fits
+        self.add_dirent(attr.ino.0, offset, type_bits(attr.kind), name, entry)
     }
     fn add_name(&mut self, ino: u64, offset: u64, kind: FileType, name: &OsStr) -> Option<bool> {
-        let mut used = self.out.len;
-        let Some(room) = self.room() else {
-            return Some(true);
-        };
         // A `fuse_direntplus` whose entry is all zero: node id 0 tells the kernel "no inode".
-        let (bits, zero) = (type_bits(kind), crate::ops::negative_attr());
+        let zero = crate::ops::negative_attr();
         let entry = Some((&Duration::ZERO, &zero, 0));
-        let fits = put_dirent(room, &mut used, ino, offset, bits, name, entry);
-        self.out.len = used;
-        Some(!fits)
+        Some(self.add_dirent(ino, offset, type_bits(kind), name, entry))
     }
     fn ok(self) {
         self.out.in_payload = true;
