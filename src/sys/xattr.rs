@@ -2,9 +2,10 @@
 //!
 //! A (directory fd, name) pair uses `getxattrat`/`listxattrat` (Linux 6.13+), which read
 //! symlinks, devices and fifos without opening them; older kernels go through
-//! `/proc/self/fd/N/NAME` with `lgetxattr`/`llistxattr`. An empty name means the fd itself: those
-//! calls refuse `O_PATH` fds, so it goes through the /proc magic link `/proc/self/fd/N`, which
-//! lands on the object itself (a symlink is not followed past it).
+//! `/proc/self/fd/N/NAME` with `lgetxattr`/`llistxattr`. An empty name means the fd itself: the
+//! fd calls refuse `O_PATH` fds, so a read looks up `.` from it (every empty-name read is of a
+//! directory), and anything else goes through the /proc magic link `/proc/self/fd/N`, which lands
+//! on the object itself (a symlink is not followed past it) but walks /proc on every call.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -28,6 +29,27 @@ struct XattrArgs {
 
 fn use_xattrat(name: &CStr) -> bool {
     !name.is_empty() && !NO_XATTRAT.load(Ordering::Relaxed)
+}
+
+/// The name a read by `*xattrat` uses for `dir`/`name`: an empty name (the fd itself) becomes
+/// `.`, which names a directory fd itself, `O_PATH` or not; None when the /proc path must do.
+fn read_name(name: &CStr) -> Option<&CStr> {
+    if NO_XATTRAT.load(Ordering::Relaxed) {
+        None
+    } else if name.is_empty() {
+        Some(c".")
+    } else {
+        Some(name)
+    }
+}
+
+/// Whether a `*xattrat` read must be done again through /proc: the kernel has no such call, or
+/// `.` was tried on an fd that is not a directory, or on one the daemon may not search (the
+/// magic link needs no search permission).
+fn read_again(r: &io::Result<usize>, name: &CStr) -> bool {
+    let dot_refused =
+        |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::EACCES));
+    xattrat_missing(r) || (name.is_empty() && matches!(r, Err(e) if dot_refused(e)))
 }
 
 fn proc_path(dir: BorrowedFd, name: &CStr) -> CString {
@@ -57,7 +79,7 @@ fn xattrat_missing(r: &io::Result<usize>) -> bool {
 
 /// Reads attribute `attr` of `dir`/`name` into `buf` (an empty `buf` asks for the size).
 pub fn get(dir: BorrowedFd, name: &CStr, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
-    if use_xattrat(name) {
+    if let Some(at) = read_name(name) {
         let mut args = XattrArgs {
             value: buf.as_mut_ptr() as u64,
             size: buf.len() as u32,
@@ -70,14 +92,14 @@ pub fn get(dir: BorrowedFd, name: &CStr, attr: &CStr, buf: &mut [u8]) -> io::Res
             libc::syscall(
                 SYS_GETXATTRAT,
                 dir.as_raw_fd(),
-                name.as_ptr(),
+                at.as_ptr(),
                 libc::AT_SYMLINK_NOFOLLOW,
                 attr.as_ptr(),
                 &mut args as *mut XattrArgs,
                 std::mem::size_of::<XattrArgs>(),
             )
         });
-        if !xattrat_missing(&r) {
+        if !read_again(&r, name) {
             return r;
         }
     }
@@ -105,19 +127,19 @@ pub fn get(dir: BorrowedFd, name: &CStr, attr: &CStr, buf: &mut [u8]) -> io::Res
 
 /// Lists attribute names of `dir`/`name` into `buf` (an empty `buf` asks for the size).
 pub fn list(dir: BorrowedFd, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
-    if use_xattrat(name) {
+    if let Some(at) = read_name(name) {
         // SAFETY: `name` is NUL-terminated and `buf` is valid for writes of its length.
         let r = result(unsafe {
             libc::syscall(
                 SYS_LISTXATTRAT,
                 dir.as_raw_fd(),
-                name.as_ptr(),
+                at.as_ptr(),
                 libc::AT_SYMLINK_NOFOLLOW,
                 buf.as_mut_ptr(),
                 buf.len(),
             )
         });
-        if !xattrat_missing(&r) {
+        if !read_again(&r, name) {
             return r;
         }
     }
@@ -211,4 +233,44 @@ pub fn remove(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<()> {
         }
     } as libc::c_long)
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn open_path(p: &std::path::Path) -> std::os::fd::OwnedFd {
+        nix::fcntl::open(
+            p,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    /// An `O_PATH` fd read with an empty name: a directory through `.`, a file through /proc.
+    #[test]
+    fn empty_name_reads_the_fd_itself() {
+        let tmp = std::env::temp_dir().join(format!("plyfs-xattr-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("d")).unwrap();
+        std::fs::write(tmp.join("f"), b"").unwrap();
+        for (obj, value) in [("d", b"dir".as_slice()), ("f", b"file".as_slice())] {
+            if ::xattr::set(tmp.join(obj), "user.plyfs", value).is_err() {
+                println!("SKIPPED: the temp filesystem has no user xattrs");
+                let _ = std::fs::remove_dir_all(&tmp);
+                return;
+            }
+        }
+        for (obj, want) in [("d", b"dir".as_slice()), ("f", b"file".as_slice())] {
+            let fd = open_path(&tmp.join(obj));
+            let mut buf = [0u8; 16];
+            let n = get(fd.as_fd(), c"", c"user.plyfs", &mut buf).unwrap();
+            assert_eq!(&buf[..n], want, "{obj}");
+            let mut names = [0u8; 64];
+            let n = list(fd.as_fd(), c"", &mut names).unwrap();
+            assert_eq!(&names[..n], b"user.plyfs\0", "{obj}");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }
