@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::copy_up::copy_up;
 use crate::namei::{self, UpperEntry};
-use crate::node::{Loc, Node};
+use crate::node::{Loc, Node, Real};
 use crate::ovl::{errno, OResult, Ovl};
 use crate::work::{remove_tree, WorkDir};
 use crate::{readdir, realops};
@@ -95,9 +95,13 @@ pub fn make(
     if parent.kind != FileType::Directory {
         return Err(Errno::ENOTDIR);
     }
-    if namei::find(ovl, parent, name)?.is_some() {
+    let (found, upper_clean) = namei::find_with_upper(ovl, parent, name)?;
+    if found.is_some() {
         return Err(Errno::EEXIST);
     }
+    // Nothing at the name in the upper directory, whiteouts included, as `find` just saw it
+    // (the kernel holds the directory locked against other changes through the mount).
+    let mut upper_clean = upper_clean == Some(true);
     let w = work(ovl)?;
     let cname = namei::cname(name)?;
     if let New::Link { node } = &what {
@@ -139,14 +143,35 @@ pub fn make(
         let (uid, plain_dir) = (ovl.ids.store_uid(caller.uid), !setgid_dir);
         if plain_dir && parent_default.is_none() && ovl.maker.owns_as(uid, gid) {
             let mode = inherit(*mode, false).mode;
-            if let Some(fd) = create_in_place(ovl, udir.as_fd(), &cname, *flags, mode)? {
+            let made = create_in_place(ovl, udir.as_fd(), &cname, *flags, mode, upper_clean)?;
+            if let Some(fd) = made {
                 parent.bump_version();
-                let (node, attr) = namei::lookup(ovl, parent, name)?.ok_or(Errno::EIO)?;
+                // What `find` would find now: this file alone, in the upper layer (no whiteout,
+                // origin or owner override to read on a file just made).
+                let stat = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+                let found = namei::Found {
+                    kind: FileType::RegularFile,
+                    reals: vec![Real::new(
+                        0,
+                        Loc::At(udir.clone(), cname.into()),
+                        stat.st_ino,
+                    )],
+                    stat,
+                    alias_of: None,
+                    fresh: true,
+                };
+                let (node, attr) = namei::instantiate(ovl, parent, name, found)?;
                 return Ok((node, attr, Some(fd)));
             }
+            // A whiteout holds the name after all.
+            upper_clean = false;
         }
     }
-    let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
+    let entry = if upper_clean {
+        UpperEntry::Nothing
+    } else {
+        namei::upper_entry(ovl, udir.as_fd(), &cname)?
+    };
     let tmp = w.temp_name();
     let wd = w.dir();
     let built = (|| -> OResult<Option<OwnedFd>> {
@@ -270,15 +295,17 @@ impl Maker {
 /// the kernel's overlay creates where no whiteout holds the name: one `openat(O_EXCL)` makes it
 /// whole, for a file whose owner is the daemon's own (see `Maker`). None when a whiteout holds
 /// the name (an aufs one beside it, or `EEXIST` for one at it): the caller then builds the
-/// file in the work dir and puts it in place over the whiteout.
+/// file in the work dir and puts it in place over the whiteout. `clean`: the caller saw nothing
+/// at the name, aufs whiteout included.
 fn create_in_place(
     ovl: &Ovl,
     udir: BorrowedFd,
     name: &CStr,
     flags: OFlag,
     mode: u32,
+    clean: bool,
 ) -> OResult<Option<OwnedFd>> {
-    if namei::has_aufs_whiteout(udir, name)? {
+    if !clean && namei::has_aufs_whiteout(udir, name)? {
         return Ok(None);
     }
     let fd = match realops::create(udir, name, flags & OFlag::O_ACCMODE, mode) {

@@ -54,6 +54,8 @@ pub struct Found {
     pub stat: FileStat,
     /// The lower object an index alias stands for (its id is the lower one's).
     pub alias_of: Option<(usize, u64)>,
+    /// Made by plyfs just now in the upper layer: it has no origin to read for its id.
+    pub fresh: bool,
 }
 
 /// Whether the name is one plyfs never shows (an AUFS whiteout or opaque marker).
@@ -259,16 +261,28 @@ pub fn cname(name: &OsStr) -> OResult<CString> {
 
 /// Finds `name` in directory node `parent` through the layers.
 pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
+    find_with_upper(ovl, parent, name).map(|(found, _)| found)
+}
+
+/// `find`, and what it saw of the name in the parent's upper directory: `Some(true)` when that
+/// directory holds nothing at the name, in no form of whiteout either; `Some(false)` when it
+/// holds something; None when it did not look (no upper directory, or answered by a cache).
+pub fn find_with_upper(
+    ovl: &Ovl,
+    parent: &Node,
+    name: &OsStr,
+) -> OResult<(Option<Found>, Option<bool>)> {
     let bytes = name.as_bytes();
     if bytes.len() > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     if is_hidden_name(bytes) {
-        return Ok(None);
+        return Ok((None, None));
     }
     if ovl.caches.known_missing(parent, bytes) {
-        return Ok(None);
+        return Ok((None, None));
     }
+    let mut upper_clean = None;
     // One allocation for the name, shared by the node's link and its real object's location.
     let cname: crate::node::Name = CString::new(bytes).map_err(|_| Errno::EINVAL)?.into();
     let preals = parent.reals();
@@ -302,7 +316,11 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
                 None => continue,
             },
         };
-        let st = match probe_layer(ovl, li, dir_ino, dir.as_fd(), lname)? {
+        let probed = probe_layer(ovl, li, dir_ino, dir.as_fd(), lname)?;
+        if ovl.layers.is_upper(li) && redirect.is_none() {
+            upper_clean = Some(matches!(probed, Probe::Missing));
+        }
+        let st = match probed {
             Probe::Missing => continue,
             Probe::Whiteout => break,
             Probe::Object(st) => st,
@@ -361,7 +379,7 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
             break;
         }
     }
-    Ok(match (kind, top_stat, found.first()) {
+    let found = match (kind, top_stat, found.first()) {
         (Some(kind), Some(mut stat), Some(top)) => {
             // The topmost object's owner override (rootless storage), which may also name the
             // type a regular file stands for.
@@ -377,10 +395,12 @@ pub fn find(ovl: &Ovl, parent: &Node, name: &OsStr) -> OResult<Option<Found>> {
                 reals: found,
                 stat,
                 alias_of,
+                fresh: false,
             })
         }
         _ => None,
-    })
+    };
+    Ok((found, upper_clean))
 }
 
 /// Whether a held node whose topmost real object is `held` stands for what `found` found: the
@@ -410,8 +430,20 @@ pub fn lookup(
         crate::readdir::note_miss(ovl, parent);
         return Ok(None);
     };
+    instantiate(ovl, parent, name, found).map(Some)
+}
+
+/// The node for what `find` found (or what the caller just made, described as `find` would)
+/// at `name` in `parent`, counting one kernel lookup.
+pub fn instantiate(
+    ovl: &Ovl,
+    parent: &Node,
+    name: &OsStr,
+    found: Found,
+) -> OResult<(Arc<Node>, fuser::FileAttr)> {
     let mut id = match found.alias_of {
         Some((layer, ino)) => ovl.id_of(layer, ino),
+        None if found.fresh => ovl.id_of(found.reals[0].layer(), found.reals[0].ino),
         None => ovl.id_of_reals(found.kind, &found.reals, parent),
     };
     let mut known = ovl.nodes.get(id);
@@ -482,7 +514,7 @@ pub fn lookup(
     if known.is_none() || reused {
         ovl.watch.add(&node);
     }
-    Ok(Some((node, attr)))
+    Ok((node, attr))
 }
 
 #[cfg(test)]
