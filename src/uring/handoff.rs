@@ -74,7 +74,9 @@ impl Handoff {
     fn run(&self, answered_now: impl Fn() -> u64) {
         let mut idle = true;
         let mut calm_since = Instant::now();
-        let mut waited: Vec<(i32, Sched)> = Vec::new();
+        // Each thread's schedstat file, kept open (one pread a tick, not an open and a close),
+        // and its counters at the last tick.
+        let mut waited: Vec<(i32, std::fs::File, Sched)> = Vec::new();
         let mut answered = answered_now();
         let mut tick = TICK_QUIET;
         loop {
@@ -89,15 +91,22 @@ impl Handoff {
             let tids = self.tids.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let mut contended = false;
             for tid in &tids {
-                let Some(now) = sched_stat(*tid) else {
-                    continue;
-                };
-                match waited.iter_mut().find(|(t, _)| t == tid) {
-                    Some((_, before)) => {
+                match waited.iter_mut().find(|(t, _, _)| t == tid) {
+                    Some((_, file, before)) => {
+                        let Some(now) = read_stat(file) else {
+                            continue;
+                        };
                         contended |= now.starved_since(before);
                         *before = now;
                     }
-                    None => waited.push((*tid, now)),
+                    None => {
+                        let Ok(file) = std::fs::File::open(stat_path(*tid)) else {
+                            continue;
+                        };
+                        if let Some(now) = read_stat(&file) {
+                            waited.push((*tid, file, now));
+                        }
+                    }
                 }
             }
             if contended {
@@ -133,10 +142,20 @@ impl Sched {
     }
 }
 
+fn stat_path(tid: i32) -> String {
+    format!("/proc/self/task/{tid}/schedstat")
+}
+
 /// The counters of thread `tid` of this process.
 fn sched_stat(tid: i32) -> Option<Sched> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    parse_schedstat(&s)
+    read_stat(&std::fs::File::open(stat_path(tid)).ok()?)
+}
+
+/// The counters in an open schedstat file, read anew from its start.
+fn read_stat(file: &std::fs::File) -> Option<Sched> {
+    let mut buf = [0u8; 96];
+    let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, 0).ok()?;
+    parse_schedstat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// A schedstat line: time on a CPU, time waiting, timeslices.
@@ -151,6 +170,22 @@ fn parse_schedstat(s: &str) -> Option<Sched> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An open schedstat file gives fresh counters at each read.
+    #[test]
+    fn schedstat_read_again() {
+        let Ok(file) = std::fs::File::open(stat_path(sched::gettid())) else {
+            println!("SKIPPED: no schedstat on this kernel");
+            return;
+        };
+        let first = read_stat(&file).expect("counters");
+        // Each sleep takes the thread off its CPU and back: one timeslice more.
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let second = read_stat(&file).expect("counters");
+        assert!(second.slices > first.slices, "{first:?} then {second:?}");
+    }
 
     #[test]
     fn schedstat_fields() {
