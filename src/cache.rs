@@ -7,7 +7,9 @@
 //! - **Complete directories**: once a directory's whole merged listing was read, its names are
 //!   kept with the directory's version (`Node::version`, bumped by every change of its names
 //!   through the mount, and by the upper-layer watch); a lookup of a name that is not among them
-//!   is answered without touching the layers while the version still matches. A name is kept
+//!   is answered without touching the layers while the version still matches. A name made
+//!   through the mount is added as the version moves (`name_added`, under the directory's
+//!   `complete` lock), so a directory being filled stays complete. A name is kept
 //!   as its 64-bit hash (seeded at random per mount), not its bytes: a collision can only make a
 //!   missing name look present, which costs a real probe, never a wrong answer.
 //!
@@ -240,7 +242,8 @@ impl Caches {
     /// Whether `name` is known not to be in directory `dir` (a complete directory at its
     /// current version that does not hold it).
     pub fn known_missing(&self, dir: &Node, name: &[u8]) -> bool {
-        let complete = {
+        let hash = self.hasher.hash_one(name);
+        let missing = {
             let mut guard = dir.dir().complete.lock().unwrap_or_else(|e| e.into_inner());
             if guard
                 .as_ref()
@@ -249,13 +252,42 @@ impl Caches {
                 // Out of date: give its names back now.
                 guard.take();
             }
-            guard.clone()
+            guard.as_ref().is_some_and(|c| !c.may_hold(hash))
         };
-        let missing = complete.is_some_and(|c| !c.may_hold(self.hasher.hash_one(name)));
         if missing {
             self.stats.complete_hits.fetch_add(1, Ordering::Relaxed);
         }
         missing
+    }
+
+    /// Notes that `name` was just made in `dir` through the mount: the directory's version
+    /// moves, and a complete directory stays complete with the name added (else a create in a
+    /// directory would make it incomplete, and each following miss would probe the layers).
+    /// Past the names budget, or on any doubt, the directory just stops being complete.
+    pub fn name_added(&self, dir: &Node, name: &[u8]) {
+        let hash = self.hasher.hash_one(name);
+        let state = dir.dir();
+        // The complete lock is held across the bump, so a reader (who compares versions under
+        // it) sees the old version with the old names or the new one with the new.
+        let mut guard = state.complete.lock().unwrap_or_else(|e| e.into_inner());
+        let old = state.version.fetch_add(1, Ordering::AcqRel);
+        let kept = guard.as_mut().and_then(Arc::get_mut).is_some_and(|c| {
+            if c.version != old {
+                return false;
+            }
+            if let Slot::Vacant(slot) = c.names.entry(hash, |&h| h == hash, |&h| h) {
+                if self.complete_names.fetch_add(1, Ordering::AcqRel) >= self.budget {
+                    self.complete_names.fetch_sub(1, Ordering::AcqRel);
+                    return false;
+                }
+                slot.insert(hash);
+            }
+            c.version = old + 1;
+            true
+        });
+        if !kept {
+            guard.take();
+        }
     }
 
     /// Marks `dir` complete with `names` as read at `version`, making room by making the least

@@ -18,6 +18,7 @@ use nix::fcntl::{OFlag, RenameFlags};
 use nix::sys::stat::SFlag;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -145,7 +146,7 @@ pub fn make(
             let mode = inherit(*mode, false).mode;
             let made = create_in_place(ovl, udir.as_fd(), &cname, *flags, mode, upper_clean)?;
             if let Some(fd) = made {
-                parent.bump_version();
+                ovl.caches.name_added(parent, name.as_bytes());
                 // What `find` would find now: this file alone, in the upper layer (no whiteout,
                 // origin or owner override to read on a file just made).
                 let stat = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
@@ -253,7 +254,7 @@ pub fn make(
             return Err(e);
         }
     };
-    parent.bump_version();
+    ovl.caches.name_added(parent, name.as_bytes());
     let (node, attr) = namei::lookup(ovl, parent, name)?.ok_or(Errno::EIO)?;
     Ok((node, attr, fd))
 }

@@ -116,6 +116,38 @@ fn complete_directories_answer_misses_without_layer_lookups() {
     m.unmount();
 }
 
+/// Names made through the mount join a complete directory instead of ending its completeness:
+/// each is found at once, and the misses after them are still answered from memory.
+#[test]
+fn creates_keep_a_directory_complete() {
+    if !require_root_and_fuse("creates_keep_a_directory_complete") {
+        return;
+    }
+    let tmp = TempDir::new("cache-create");
+    let m = PlyMount::new(&format!("{},timeout=0", layers(&tmp)));
+    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+    fs::write(m.path("a/new-file"), "made").unwrap();
+    fs::create_dir(m.path("a/new-dir")).unwrap();
+    std::os::unix::fs::symlink("new-file", m.path("a/new-link")).unwrap();
+    fs::hard_link(m.path("a/f1"), m.path("a/new-hardlink")).unwrap();
+    assert_eq!(fs::read_to_string(m.path("a/new-link")).unwrap(), "made");
+    assert!(fs::metadata(m.path("a/new-dir")).unwrap().is_dir());
+    assert_eq!(fs::read_to_string(m.path("a/new-hardlink")).unwrap(), "x");
+    let before = stats(&m.mnt);
+    stat_missing(&m.mnt, "a", 30);
+    let after = stats(&m.mnt);
+    assert_eq!(delta(&before, &after, "complete_hits"), 30, "{after:?}");
+    assert_eq!(delta(&before, &after, "lower_probes"), 0, "{after:?}");
+    let mut names: Vec<String> = fs::read_dir(m.path("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("new-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new-dir", "new-file", "new-hardlink", "new-link"]);
+    m.unmount();
+}
+
 /// Writes do not ask the daemon anything: the kernel asks for `security.capability` before the
 /// first write of a file, and (plyfs clearing setuid and setgid itself) remembers a file without
 /// it, through passthrough and copy-up alike.
