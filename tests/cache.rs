@@ -91,14 +91,25 @@ fn negative_lower_lookups_are_kept_unless_dropped() {
     );
 }
 
-#[test]
-fn complete_directories_answer_misses_without_layer_lookups() {
-    if !require_root_and_fuse("complete_directories_answer_misses_without_layer_lookups") {
-        return;
+/// A `timeout=0` mount of `layers` whose directory `a` was just listed (so it is complete);
+/// None where the test cannot mount.
+fn mount_with_a_listed(test: &str) -> Option<(TempDir, PlyMount)> {
+    if !require_root_and_fuse(test) {
+        return None;
     }
-    let tmp = TempDir::new("cache-complete");
+    let tmp = TempDir::new(test);
     let m = PlyMount::new(&format!("{},timeout=0", layers(&tmp)));
     assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+    Some((tmp, m))
+}
+
+#[test]
+fn complete_directories_answer_misses_without_layer_lookups() {
+    let Some((_tmp, m)) =
+        mount_with_a_listed("complete_directories_answer_misses_without_layer_lookups")
+    else {
+        return;
+    };
     let before = stats(&m.mnt);
     stat_missing(&m.mnt, "a", 50);
     let after = stats(&m.mnt);
@@ -120,12 +131,9 @@ fn complete_directories_answer_misses_without_layer_lookups() {
 /// each is found at once, and the misses after them are still answered from memory.
 #[test]
 fn creates_keep_a_directory_complete() {
-    if !require_root_and_fuse("creates_keep_a_directory_complete") {
+    let Some((_tmp, m)) = mount_with_a_listed("creates_keep_a_directory_complete") else {
         return;
-    }
-    let tmp = TempDir::new("cache-create");
-    let m = PlyMount::new(&format!("{},timeout=0", layers(&tmp)));
-    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+    };
     fs::write(m.path("a/new-file"), "made").unwrap();
     fs::create_dir(m.path("a/new-dir")).unwrap();
     std::os::unix::fs::symlink("new-file", m.path("a/new-link")).unwrap();
