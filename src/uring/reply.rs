@@ -207,42 +207,9 @@ impl reply::Xattr for Ring<'_> {
     }
 }
 
-/// Appends a `fuse_dirent` (or `fuse_direntplus` with `entry`) for `name`; false when it does
-/// not fit in `room` after `used` bytes.
-fn put_dirent(
-    room: &mut [u8],
-    used: &mut usize,
-    ino: u64,
-    offset: u64,
-    type_bits: u32,
-    name: &OsStr,
-    entry: Option<(&Duration, &FileAttr, u64)>,
-) -> bool {
-    let name = name.as_bytes();
-    let len = abi::dirent_len(name.len(), entry.is_some());
-    if *used + len > room.len() {
-        return false;
-    }
-    let mut p = Put {
-        buf: &mut room[*used..*used + len],
-        pos: 0,
-    };
-    if let Some((ttl, attr, generation)) = entry {
-        abi::put_entry(&mut p, attr.ino.0, generation, ttl, attr);
-    }
-    p.u64(ino)
-        .u64(offset)
-        .u32(name.len() as u32)
-        .u32(type_bits >> 12);
-    p.bytes(name);
-    let pad = len - p.pos;
-    p.bytes(&[0; 8][..pad]);
-    *used += len;
-    true
-}
-
 impl Ring<'_> {
-    /// Appends a listing entry after those already in the payload; true when it did not fit.
+    /// Appends a `fuse_dirent` (or `fuse_direntplus` with `entry`) for `name` after the entries
+    /// already in the payload; true when it did not fit.
     fn add_dirent(
         &mut self,
         ino: u64,
@@ -251,13 +218,28 @@ impl Ring<'_> {
         name: &OsStr,
         entry: Option<(&Duration, &FileAttr, u64)>,
     ) -> bool {
-        let mut used = self.out.len;
-        let Some(room) = self.room() else {
+        let name = name.as_bytes();
+        let len = abi::dirent_len(name.len(), entry.is_some());
+        let used = self.out.len;
+        let Some(room) = self.room().filter(|room| used + len <= room.len()) else {
             return true;
         };
-        let fits = put_dirent(room, &mut used, ino, offset, type_bits, name, entry);
-        self.out.len = used;
-        !fits
+        let mut p = Put {
+            buf: &mut room[used..used + len],
+            pos: 0,
+        };
+        if let Some((ttl, attr, generation)) = entry {
+            abi::put_entry(&mut p, attr.ino.0, generation, ttl, attr);
+        }
+        p.u64(ino)
+            .u64(offset)
+            .u32(name.len() as u32)
+            .u32(type_bits >> 12);
+        p.bytes(name);
+        let pad = len - p.pos;
+        p.bytes(&[0; 8][..pad]);
+        self.out.len = used + len;
+        false
     }
 }
 
