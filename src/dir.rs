@@ -11,7 +11,8 @@
 //! in its place.
 //!
 //! Invariants: no lock is held across these calls but a node's own copy-up lock; the node table
-//! learns about new objects through an ordinary lookup after they are in place.
+//! learns about new objects after they are in place, through an ordinary lookup, or for a file
+//! made in place, from what its fd says (`namei::instantiate`).
 
 use fuser::{Errno, FileAttr, FileType};
 use nix::fcntl::{OFlag, RenameFlags};

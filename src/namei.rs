@@ -317,7 +317,7 @@ pub fn find_with_upper(
             },
         };
         let probed = probe_layer(ovl, li, dir_ino, dir.as_fd(), lname)?;
-        if ovl.layers.is_upper(li) && redirect.is_none() {
+        if ovl.layers.is_upper(li) {
             upper_clean = Some(matches!(probed, Probe::Missing));
         }
         let st = match probed {

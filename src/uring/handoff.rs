@@ -44,7 +44,7 @@ impl Handoff {
     /// watch it (a kernel without schedstat leaves the threads under SCHED_OTHER).
     pub fn join(&self) {
         let tid = sched::gettid();
-        if sched_stat(tid).is_none() {
+        if open_stat(tid).is_none() {
             tracing::info!("no schedstat: io_uring threads stay SCHED_OTHER");
             return;
         }
@@ -100,10 +100,7 @@ impl Handoff {
                         *before = now;
                     }
                     None => {
-                        let Ok(file) = std::fs::File::open(stat_path(*tid)) else {
-                            continue;
-                        };
-                        if let Some(now) = read_stat(&file) {
+                        if let Some((file, now)) = open_stat(*tid) {
                             waited.push((*tid, file, now));
                         }
                     }
@@ -142,13 +139,11 @@ impl Sched {
     }
 }
 
-fn stat_path(tid: i32) -> String {
-    format!("/proc/self/task/{tid}/schedstat")
-}
-
-/// The counters of thread `tid` of this process.
-fn sched_stat(tid: i32) -> Option<Sched> {
-    read_stat(&std::fs::File::open(stat_path(tid)).ok()?)
+/// The schedstat file of thread `tid` of this process, and its counters now.
+fn open_stat(tid: i32) -> Option<(std::fs::File, Sched)> {
+    let file = std::fs::File::open(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let now = read_stat(&file)?;
+    Some((file, now))
 }
 
 /// The counters in an open schedstat file, read anew from its start.
@@ -174,11 +169,10 @@ mod tests {
     /// An open schedstat file gives fresh counters at each read.
     #[test]
     fn schedstat_read_again() {
-        let Ok(file) = std::fs::File::open(stat_path(sched::gettid())) else {
+        let Some((file, first)) = open_stat(sched::gettid()) else {
             println!("SKIPPED: no schedstat on this kernel");
             return;
         };
-        let first = read_stat(&file).expect("counters");
         // Each sleep takes the thread off its CPU and back: one timeslice more.
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(1));
