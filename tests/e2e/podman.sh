@@ -794,7 +794,11 @@ st_actions_check() {
         expect "$f" '^churn: 1 files$' && expect "$f" '^f 0644 0:0 [0-9]+ 2 base (etc/hardlinkme|hardlink) ' &&
         expect "$f" '^actions done$'
 }
-st_diff() { pm diff c1 | LC_ALL=C sort; }
+# `podman container diff`, not `podman diff`: the latter looks NAME up as an image first, and
+# "c1" is also a valid short image ID (hex), so whenever one of the images made here (with
+# random IDs: e2e-base, e2e-commit, e2e-built, e2e-buildah) has an ID starting with "c1",
+# `podman diff c1` diffs that image against its parent instead of the container
+st_diff() { pm container diff c1 | LC_ALL=C sort; }
 st_diff_check() {
     local f=$MO/05-diff.txt re
     for re in '^A /newfile$' '^D /etc/deleteme$' '^C /etc/chmodme$' '^C /etc/chownme$' \
@@ -903,7 +907,7 @@ st_cp() {
     printf 'copied in\n' >"$MW/cp-in"
     chmod 0640 "$MW/cp-in"
     pm cp "$MW/cp-in" c1:/etc/cp-in >&2 && pm cp c1:/etc - | hp listtar - | grep -E ' etc/(cp-in|motd|chmodme|deleteme|renamed|chownme) ' &&
-        echo "--- diff:" && pm diff c1 | grep -F /etc/cp-in
+        echo "--- diff:" && pm container diff c1 | grep -F /etc/cp-in
 }
 st_cp_check() {
     expect "$MO/13-cp.txt" '^f 0640 0:0 10 [-0-9]+ new etc/cp-in ' && expect "$MO/13-cp.txt" '^A /etc/cp-in$' &&
