@@ -13,6 +13,9 @@
 //!   as its 64-bit hash (seeded at random per mount), not its bytes: a collision can only make a
 //!   missing name look present, which costs a real probe, never a wrong answer.
 //!
+//! - **Statahead** (`statahead.rs`) is no cache of plyfs's own: it warms the real filesystem's
+//!   inodes for a directory listed by name alone, and counts what it did here.
+//!
 //! Memory: `cache_entries=N` bounds both: at most N lookup entries, and at most N names in all
 //! complete directories together (the least recently completed directory stops being complete,
 //! before its names are dropped, to make room: prune before forgetting). A lookup entry's name
@@ -202,6 +205,8 @@ pub struct Caches {
     /// Hashes the names of complete directories.
     hasher: DefaultHashBuilder,
     pub stats: Stats,
+    /// Warms the real inodes of directories listed by name alone (`statahead.rs`).
+    pub statahead: crate::statahead::Statahead,
 }
 
 impl Caches {
@@ -216,6 +221,7 @@ impl Caches {
             budget: entries,
             hasher: DefaultHashBuilder::default(),
             stats: Stats::default(),
+            statahead: Default::default(),
         }
     }
 
@@ -360,7 +366,7 @@ impl Caches {
     pub fn stats_line(&self) -> String {
         let lower = self.lower.lock().unwrap_or_else(|e| e.into_inner()).len();
         format!(
-            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={} getxattrs={} uring_requests={}\n",
+            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={} getxattrs={} uring_requests={} statahead={}\n",
             self.stats.lower_probes.load(Ordering::Relaxed),
             self.stats.lower_hits.load(Ordering::Relaxed),
             self.stats.complete_hits.load(Ordering::Relaxed),
@@ -368,6 +374,7 @@ impl Caches {
             self.complete_names.load(Ordering::Relaxed),
             self.stats.getxattrs.load(Ordering::Relaxed),
             self.stats.uring_requests.load(Ordering::Relaxed),
+            self.statahead.done(),
         )
     }
 }

@@ -30,6 +30,7 @@ pub mod realops;
 pub mod reconnect;
 pub mod record;
 pub mod reply;
+pub mod statahead;
 pub mod sys;
 pub mod uring;
 pub mod watch;

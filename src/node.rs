@@ -15,7 +15,7 @@ use nix::sys::stat::{fstat, fstatat, FileStat};
 use once_cell::race::OnceBox;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use crate::name::Name;
@@ -244,6 +244,11 @@ pub struct DirState {
     pub misses: AtomicU32,
     /// The version (plus one) at which plyfs last listed it for its misses.
     pub listed_at: AtomicU64,
+    /// The kernel's cached listing left some entries' attributes out (`plus_entries`): its
+    /// next open drops that copy and lists every entry with its attributes (`ops::opendir`).
+    pub names_only: AtomicBool,
+    /// A lookup in it asked for statahead since it was last opened (`statahead.rs`).
+    pub statahead: AtomicBool,
 }
 
 /// The state non-directories share (never changed in a way anyone reads).
@@ -253,6 +258,8 @@ static NOT_A_DIR: DirState = DirState {
     complete: Mutex::new(None),
     misses: AtomicU32::new(0),
     listed_at: AtomicU64::new(0),
+    names_only: AtomicBool::new(false),
+    statahead: AtomicBool::new(false),
 };
 
 impl Node {

@@ -177,6 +177,13 @@ impl Ops {
             };
         }
         let parent = dir_node(&self.ovl, parent)?;
+        let dir = parent.dir();
+        // The first lookup after a listing by name alone: the others are likely to follow.
+        if dir.names_only.load(Ordering::Acquire) && !dir.statahead.swap(true, Ordering::AcqRel) {
+            let reals = parent.reals();
+            let dirs = reals.iter().filter_map(|r| r.dir_fd().cloned());
+            self.ovl.caches.statahead.ask(dirs);
+        }
         namei::lookup(&self.ovl, &parent, name)
     }
 
@@ -264,15 +271,24 @@ impl Ops {
 
     pub fn opendir(&self, ino: u64, reply: impl reply::Open) {
         match dir_node(&self.ovl, ino) {
-            Ok(_) => {
-                let fh = self.ovl.dirs.insert(readdir::DirHandle::default());
-                // The kernel may cache the listing across opens: it changes only through the
-                // mount (which invalidates it) while the layers are in use.
-                reply.opened(
-                    fh,
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-                    None,
-                );
+            Ok(node) => {
+                // A listing that gave some entries by name alone is not kept past this open:
+                // a directory listed twice is read by someone who wants it again, so this
+                // time every entry goes with its attributes (`readdirplus`).
+                let full = node.dir().names_only.swap(false, Ordering::AcqRel);
+                node.dir().statahead.store(false, Ordering::Release);
+                let fh = self.ovl.dirs.insert(readdir::DirHandle {
+                    full,
+                    ..Default::default()
+                });
+                // Otherwise the kernel may cache the listing across opens: it changes only
+                // through the mount (which invalidates it) while the layers are in use.
+                let keep = if full {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                };
+                reply.opened(fh, FopenFlags::FOPEN_CACHE_DIR | keep, None);
             }
             Err(e) => reply.error(e),
         }
@@ -299,22 +315,34 @@ impl Ops {
     pub fn readdirplus(&self, ino: u64, fh: u64, offset: u64, mut reply: impl reply::DirPlus) {
         let res = self.ovl.node(ino).and_then(|node| {
             let dh = self.ovl.dirs.get(fh)?;
-            Ok((readdir::listing_for(&self.ovl, &node, &dh, offset)?, node))
+            let listing = readdir::listing_for(&self.ovl, &node, &dh, offset)?;
+            Ok((listing, node, dh.full))
         });
-        let (listing, node) = match res {
+        let (listing, node, all) = match res {
             Ok(r) => r,
             Err(e) => return reply.error(e),
         };
         let ttl = self.ovl.timeout;
+        // In full too once a lookup in it came between two parts of this listing: its reader
+        // stats as it goes.
+        let interleaved = node.dir().statahead.load(Ordering::Acquire);
+        let plus_entries = if all || interleaved {
+            usize::MAX
+        } else {
+            self.ovl.plus_entries
+        };
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             let off = i as u64 + 1;
             let dots = e.name == "." || e.name == "..";
             // Past `plus_entries` (io_uring only), names alone: listing a huge directory then
             // makes no inode per entry, in the daemon or the kernel (a 100k-entry `ls -f`: 0.2 s
-            // instead of 1.2), but whoever stats the entries looks each up (a walk of it: 3.9 s
-            // instead of 2.9). So by default every entry has its attributes.
-            if i >= self.ovl.plus_entries && !dots {
+            // instead of 1.2). Whoever stats the entries after the listing looks each up, with
+            // statahead warming the real inodes (`statahead.rs`); one who stats as it lists
+            // gets the rest in full (`interleaved`), and so does the directory's next listing
+            // (`opendir`): a directory listed twice is wanted with its attributes.
+            if i >= plus_entries && !dots {
                 if let Some(full) = reply.add_name(e.ino, off, e.kind, &e.name) {
+                    node.dir().names_only.store(true, Ordering::Release);
                     if full {
                         break;
                     }

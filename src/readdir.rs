@@ -33,6 +33,9 @@ pub struct Entry {
 #[derive(Default)]
 pub struct DirHandle {
     pub listing: Mutex<Option<Arc<Vec<Entry>>>>,
+    /// Every entry goes with its attributes, past `plus_entries` too: the listing before this
+    /// one left some out (`DirState::names_only`).
+    pub full: bool,
 }
 
 /// One name's first mention in the layers.

@@ -166,8 +166,34 @@ fn io_uring_reads_lists_and_describes_as_the_kernel_overlay() {
 
     // Past `plus_entries`, entries listed by name alone: the same names, inode numbers and
     // attributes (the real files'), each found by a lookup of its own.
-    let names_only = PlyMount::new(&format!("{},plus_entries=100", pl.ro_opts()));
+    let opts = format!("{},plus_entries=100", pl.ro_opts());
+    let names_only = PlyMount::new(&opts);
     let wide = names_only.path("wide");
+    assert_eq!(names(&wide), names(&km.mnt.join("wide")));
+    // Stats by path, after the listings (not reading the directory again).
+    let stat_all = |m: &PlyMount| {
+        let before = stats(&m.mnt)["uring_requests"];
+        for name in names(&km.mnt.join("wide")) {
+            fs::symlink_metadata(m.path("wide").join(name)).unwrap();
+        }
+        stats(&m.mnt)["uring_requests"] - before
+    };
+    // The listing the kernel kept has 2900 entries without attributes: a walk after it
+    // looks them up one by one.
+    let looked_up = stat_all(&names_only);
+    assert!(looked_up >= 2900, "{looked_up} requests for 3000 stats");
+    // The first of those lookups set the statahead thread statting the real directory.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stats(&names_only.mnt)["statahead"] < 3000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(stats(&names_only.mnt)["statahead"], 3000);
+    names_only.unmount();
+
+    // Listed a second time, a directory goes in full: a walk after the second listing asks
+    // nothing more.
+    let listed_twice = PlyMount::new(&opts);
+    let wide = listed_twice.path("wide");
     assert_eq!(names(&wide), names(&km.mnt.join("wide")));
     use std::os::unix::fs::{DirEntryExt, MetadataExt};
     for (i, e) in fs::read_dir(&wide).unwrap().enumerate() {
@@ -184,7 +210,32 @@ fn io_uring_reads_lists_and_describes_as_the_kernel_overlay() {
             (k.mode(), k.size(), k.mtime())
         );
     }
-    names_only.unmount();
+    let asked = stat_all(&listed_twice);
+    assert!(
+        asked < 100,
+        "{asked} requests for 3000 stats after a full listing"
+    );
+    assert_eq!(
+        stats(&listed_twice.mnt)["statahead"],
+        0,
+        "no lookup, no statahead"
+    );
+    listed_twice.unmount();
+
+    // A reader that stats as it lists gets the rest of the listing in full once its first
+    // lookup past the first 100 entries comes in.
+    let interleaved = PlyMount::new(&opts);
+    let wide = interleaved.path("wide");
+    let before = stats(&interleaved.mnt)["uring_requests"];
+    for e in fs::read_dir(&wide).unwrap() {
+        fs::symlink_metadata(wide.join(e.unwrap().file_name())).unwrap();
+    }
+    let asked = stats(&interleaved.mnt)["uring_requests"] - before;
+    assert!(
+        asked < 1500,
+        "{asked} requests to list and stat 3000 entries"
+    );
+    interleaved.unmount();
 }
 
 #[test]
