@@ -331,6 +331,8 @@ impl Ops {
         } else {
             self.ovl.plus_entries
         };
+        // The export record's slots of the entries found, written in runs before the reply.
+        let batch = self.ovl.record.as_ref().map(|r| r.batch());
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             let off = i as u64 + 1;
             let dots = e.name == "." || e.name == "..";
@@ -382,6 +384,7 @@ impl Ops {
                 break;
             }
         }
+        drop(batch);
         reply.ok();
     }
 

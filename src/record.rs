@@ -18,9 +18,12 @@
 //! hint: whatever it leads to is checked against the id (`reconnect.rs`), so a stale or torn
 //! slot gives ESTALE, never another object. Without a work dir (a read-only mount) the record
 //! lives in a memfd: ids survive the kernel forgetting them, not a restart. No lock: positional
-//! reads and writes of whole slots.
+//! reads and writes of whole slots. A listing with attributes holds its slot writes back in a
+//! batch (`Record::batch`, per thread) and writes each run of adjacent slots with one `pwrite`
+//! before its reply goes out; a read of the record on that thread sees the held slots.
 
 use anyhow::{Context, Result};
+use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -105,6 +108,52 @@ pub struct Record {
     files: Vec<File>,
 }
 
+/// The most a batch holds back before it writes (4096 slots).
+const BATCH_BYTES: usize = 256 << 10;
+
+/// Slot writes held back by this thread's batch: one run of adjacent slots in one file.
+struct Held {
+    /// The record they belong to (its address: one record per mount).
+    record: usize,
+    file: usize,
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+/// Holds this thread's slot writes back until it is dropped (`Record::batch`).
+pub struct Batch<'a> {
+    record: Option<&'a Record>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if let Some(record) = self.record {
+            if let Some(held) = HELD.with(|h| h.borrow_mut().take()) {
+                held.write(record);
+            }
+        }
+    }
+}
+
+impl Held {
+    fn write(&self, record: &Record) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        if let Err(e) = record.files[self.file].write_all_at(&self.bytes, self.at) {
+            tracing::warn!(%e, "cannot write the export record: some ids will not decode");
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.at + self.bytes.len() as u64
+    }
+}
+
 impl Record {
     /// Opens (making them if needed) the slot files of `fs_count` filesystems under
     /// `workdir/plyfs-export`, or memfds when there is no work dir.
@@ -146,23 +195,60 @@ impl Record {
         Ok(Record { files })
     }
 
-    /// The slot file and offset of `id`, `None` for ids that are not packed (the root, the
-    /// allocated range) or whose slot lies past what the file can hold.
-    fn place(&self, id: u64) -> Option<(&File, u64)> {
+    /// The slot file (its index) and offset of `id`, `None` for ids that are not packed (the
+    /// root, the allocated range) or whose slot lies past what the file can hold.
+    fn place(&self, id: u64) -> Option<(usize, u64)> {
         let fs = usize::try_from(id >> FS_SHIFT).ok()?;
         let ino = id & ((1 << FS_SHIFT) - 1);
-        let file = self.files.get(fs)?;
-        Some((file, ino.checked_mul(SLOT)?))
+        self.files.get(fs)?;
+        Some((fs, ino.checked_mul(SLOT)?))
+    }
+
+    fn key(&self) -> usize {
+        self as *const Record as usize
     }
 
     pub fn get(&self, id: u64) -> Option<Entry> {
         let (file, at) = self.place(id)?;
         let mut s = [0u8; SLOT as usize];
-        file.read_exact_at(&mut s, at).ok()?;
+        let held = HELD.with(|h| {
+            let h = h.borrow();
+            let held = h.as_ref().filter(|held| {
+                held.record == self.key() && held.file == file && held.at <= at && at < held.end()
+            })?;
+            let from = (at - held.at) as usize;
+            s.copy_from_slice(&held.bytes[from..from + SLOT as usize]);
+            Some(())
+        });
+        if held.is_none() {
+            self.files[file].read_exact_at(&mut s, at).ok()?;
+        }
         Entry::decode(&s)
     }
 
-    /// Writes `entry` for `id` (one `pwrite`, whatever the slot held).
+    /// Holds this thread's slot writes back until the batch is dropped, which writes them;
+    /// a batch inside another does nothing. Drop it before the ids go out.
+    pub fn batch(&self) -> Batch<'_> {
+        let started = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.is_some() {
+                return false;
+            }
+            *h = Some(Held {
+                record: self.key(),
+                file: 0,
+                at: 0,
+                bytes: Vec::new(),
+            });
+            true
+        });
+        Batch {
+            record: started.then_some(self),
+        }
+    }
+
+    /// Writes `entry` for `id` (one `pwrite`, whatever the slot held), or holds it back in
+    /// this thread's batch.
     pub fn put(&self, id: u64, entry: &Entry) {
         let Some((file, at)) = self.place(id) else {
             return;
@@ -171,8 +257,30 @@ impl Record {
             tracing::warn!(id, "real file handle too long for the export record");
             return;
         };
-        if let Err(e) = file.write_all_at(&s, at) {
-            tracing::warn!(id, %e, "cannot write the export record: this id will not decode");
+        let held = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            let held = h.as_mut().filter(|held| held.record == self.key())?;
+            if held.file == file && held.at <= at && at < held.end() {
+                let from = (at - held.at) as usize;
+                held.bytes[from..from + SLOT as usize].copy_from_slice(&s);
+                return Some(());
+            }
+            if held.bytes.is_empty()
+                || held.file != file
+                || held.end() != at
+                || held.bytes.len() >= BATCH_BYTES
+            {
+                held.write(self);
+                (held.file, held.at) = (file, at);
+                held.bytes.clear();
+            }
+            held.bytes.extend_from_slice(&s);
+            Some(())
+        });
+        if held.is_none() {
+            if let Err(e) = self.files[file].write_all_at(&s, at) {
+                tracing::warn!(id, %e, "cannot write the export record: this id will not decode");
+            }
         }
     }
 
@@ -254,6 +362,42 @@ mod tests {
         assert_eq!(r.get(77), Some(Entry::Other { parents: [14, 13] }));
         assert_eq!(r.get(78), None, "a neighbour slot stays empty");
         assert_eq!(r.get(5 << FS_SHIFT | 1), None, "unknown filesystem");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_batch_writes_when_dropped_and_reads_what_it_holds() {
+        let dir = std::env::temp_dir().join(format!("plyfs-record-b-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = Record::open(Some(&dir), 1).unwrap();
+        let on_disk = |id: u64| Record::open(Some(&dir), 1).unwrap().get(id);
+        r.found_in(5, 1, 1);
+        {
+            let _batch = r.batch();
+            let _inner = r.batch();
+            for id in 100..200 {
+                r.found_in(id, 7, 1);
+            }
+            r.found_in(150, 8, 2);
+            assert_eq!(r.get(150), Some(Entry::Other { parents: [8, 7] }));
+            assert_eq!(on_disk(150), None, "held back");
+            // A slot away from the run held writes the run and starts another.
+            r.found_in(5, 9, 1);
+            assert_eq!(on_disk(150), Some(Entry::Other { parents: [8, 7] }));
+            assert_eq!(r.get(5), Some(Entry::Other { parents: [9, 0] }));
+            assert_eq!(on_disk(5), Some(Entry::Other { parents: [1, 0] }));
+        }
+        assert_eq!(on_disk(5), Some(Entry::Other { parents: [9, 0] }));
+        assert_eq!(on_disk(100), Some(Entry::Other { parents: [7, 0] }));
+        assert_eq!(on_disk(150), Some(Entry::Other { parents: [8, 7] }));
+        assert_eq!(on_disk(199), Some(Entry::Other { parents: [7, 0] }));
+        assert_eq!(on_disk(200), None);
+        r.found_in(300, 3, 1);
+        assert_eq!(
+            on_disk(300),
+            Some(Entry::Other { parents: [3, 0] }),
+            "no batch"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
