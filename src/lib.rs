@@ -3,6 +3,7 @@
 //! the transports that bring requests to them. See DESIGN.md for the map.
 
 pub mod acl;
+pub mod ahead;
 pub mod cache;
 pub mod config;
 pub mod copy_up;

@@ -315,13 +315,17 @@ impl Ops {
     pub fn readdirplus(&self, ino: u64, fh: u64, offset: u64, mut reply: impl reply::DirPlus) {
         let res = self.ovl.node(ino).and_then(|node| {
             let dh = self.ovl.dirs.get(fh)?;
+            if offset == 0 {
+                dh.ahead.restart(&self.ovl);
+            }
             let listing = readdir::listing_for(&self.ovl, &node, &dh, offset)?;
-            Ok((listing, node, dh.full))
+            Ok((listing, node, dh))
         });
-        let (listing, node, all) = match res {
+        let (listing, node, dh) = match res {
             Ok(r) => r,
             Err(e) => return reply.error(e),
         };
+        let all = dh.full;
         let ttl = self.ovl.timeout;
         // In full too once a lookup in it came between two parts of this listing: its reader
         // stats as it goes.
@@ -333,6 +337,8 @@ impl Ops {
         };
         // The export record's slots of the entries found, written in runs before the reply.
         let batch = self.ovl.record.as_ref().map(|r| r.batch());
+        // Where the reply stopped for want of room, and how many entries it holds.
+        let (mut stopped, mut sent) = (None, 0);
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             let off = i as u64 + 1;
             let dots = e.name == "." || e.name == "..";
@@ -348,6 +354,7 @@ impl Ops {
                     if full {
                         break;
                     }
+                    sent += 1;
                     continue;
                 }
             }
@@ -364,12 +371,18 @@ impl Ops {
                     Err(_) => continue,
                 }
             } else {
-                match namei::lookup(&self.ovl, &node, &e.name) {
+                let version = node.dir().version.load(Ordering::Acquire);
+                let found = match dh.ahead.take(&self.ovl, i, version) {
+                    Some(found) => found,
+                    None => namei::lookup(&self.ovl, &node, &e.name),
+                };
+                match found {
                     Ok(Some((child, attr))) => {
                         let full = reply.add(off, &e.name, &ttl, &attr, child.generation.into());
                         if full {
-                            // Not sent: the kernel will not count this lookup.
-                            self.ovl.nodes.forget(child.id, 1);
+                            // Not sent: kept (with its count) for the reply that starts here.
+                            dh.ahead
+                                .keep(&self.ovl, i, version, Ok(Some((child, attr))));
                         }
                         full
                     }
@@ -381,15 +394,37 @@ impl Ops {
                 }
             };
             if full {
+                stopped = Some(i);
                 break;
             }
+            sent += 1;
         }
         drop(batch);
         reply.ok();
+        // The kernel will ask for the entries from `stopped` on next, while it takes this
+        // reply in: look up the next two replies' worth meanwhile, where they go with
+        // attributes.
+        if let Some(next) = stopped {
+            let end = (next + 2 * sent.max(1))
+                .min(plus_entries)
+                .min(listing.len());
+            if next + 1 < end {
+                self.ovl.listahead.ask(crate::ahead::Job {
+                    ovl: self.ovl.clone(),
+                    dir: node,
+                    generation: dh.ahead.generation(),
+                    handle: dh,
+                    listing,
+                    range: next..end,
+                });
+            }
+        }
     }
 
     pub fn releasedir(&self, fh: u64, reply: impl reply::Empty) {
-        self.ovl.dirs.remove(fh);
+        if let Some(dh) = self.ovl.dirs.remove(fh) {
+            dh.ahead.close(&self.ovl);
+        }
         reply.ok();
     }
 

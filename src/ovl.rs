@@ -104,6 +104,8 @@ pub struct Ovl {
     pub renames: AtomicU64,
     /// The daemon's lookup caches.
     pub caches: crate::cache::Caches,
+    /// Looks up the entries of a listing's next reply in the background (`ahead.rs`).
+    pub listahead: crate::ahead::Worker,
     /// Kernel invalidations waiting for the notify worker.
     pub notify: crate::notify::Notify,
     /// The upper-layer watch.
@@ -307,6 +309,7 @@ impl Ovl {
             record,
             renames: AtomicU64::new(0),
             caches: crate::cache::Caches::new(cfg.cache_entries, !cfg.drop_negative_lower),
+            listahead: Default::default(),
             notify: Default::default(),
             watch: Default::default(),
             _atime_view: atime_view,

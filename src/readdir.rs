@@ -36,6 +36,8 @@ pub struct DirHandle {
     /// Every entry goes with its attributes, past `plus_entries` too: the listing before this
     /// one left some out (`DirState::names_only`).
     pub full: bool,
+    /// Entries of the listing looked up ahead of the kernel's next read (`ahead.rs`).
+    pub ahead: crate::ahead::Ahead,
 }
 
 /// One name's first mention in the layers.
