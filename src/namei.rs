@@ -162,8 +162,30 @@ pub fn probe(ovl: &Ovl, dir: BorrowedFd, name: &CStr) -> OResult<Probe> {
     Ok(Probe::Object(st))
 }
 
+thread_local! {
+    /// Set while this thread looks up the entries of a listing (`Listing`).
+    static LISTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While it lives, this thread's lookups are of a listing's entries: the lower-lookup cache
+/// is neither asked nor filled. Each entry is looked up once, to become a node the kernel
+/// holds; a walk's hundreds of thousands of them would only push out the entries the cache is
+/// for (names probed again and again), and cost an LRU update each.
+pub struct Listing(bool);
+
+pub fn listing() -> Listing {
+    Listing(LISTING.replace(true))
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        LISTING.set(self.0);
+    }
+}
+
 /// `probe` in layer `layer`, whose directory `dir` has inode number `dir_ino` (when known):
-/// answered by the lower-lookup cache where it can (`cache.rs`), and counted.
+/// answered by the lower-lookup cache where it can (`cache.rs`, not for a listing), and
+/// counted.
 fn probe_layer(
     ovl: &Ovl,
     layer: usize,
@@ -175,6 +197,7 @@ fn probe_layer(
         return probe(ovl, dir, name);
     }
     let stats = &ovl.caches.stats;
+    let dir_ino = dir_ino.filter(|_| !LISTING.get());
     if let Some(ino) = dir_ino {
         if let Some(hit) = ovl.caches.lower_get(layer, ino, name.to_bytes()) {
             stats.lower_hits.fetch_add(1, Ordering::Relaxed);

@@ -433,3 +433,31 @@ fn watch_off_leaves_the_kernel_cache_alone() {
     );
     m.unmount();
 }
+
+#[test]
+fn a_listing_leaves_the_lower_lookup_cache_alone() {
+    let test = "a_listing_leaves_the_lower_lookup_cache_alone";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let m = PlyMount::new(&format!("{},timeout=0", layers(&tmp)));
+    fs::metadata(m.path("a")).unwrap();
+    let before = stats(&m.mnt);
+    // READDIRPLUS looks each of the 20 entries up, without caching the probes.
+    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+    let listed = stats(&m.mnt);
+    assert!(delta(&before, &listed, "lower_probes") >= 20, "{listed:?}");
+    assert_eq!(
+        listed["lower_entries"], before["lower_entries"],
+        "the listing added no cache entries"
+    );
+    // A lookup of its own is cached as before.
+    fs::metadata(m.path("a/f3")).unwrap();
+    let looked = stats(&m.mnt);
+    assert!(
+        looked["lower_entries"] > listed["lower_entries"],
+        "{looked:?}"
+    );
+    m.unmount();
+}
