@@ -214,7 +214,7 @@ fn run(rx: Receiver<Job>) {
 }
 
 fn look_ahead(job: &Job) {
-    let _listing = namei::listing();
+    let _listing = namei::listing(&job.ovl, job.listing.len());
     let ahead = &job.handle.ahead;
     let to = job.range.end.min(job.listing.len());
     while let Some(group) = ahead.claim(job.generation, job.range.start, to) {

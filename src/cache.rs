@@ -227,6 +227,13 @@ impl Caches {
         }
     }
 
+    /// Whether looking up every entry of a listing of `len` entries through the lower-lookup
+    /// cache would only flush it (more than a quarter of its entries): such a listing's
+    /// lookups bypass it (`namei::listing`).
+    pub fn floods(&self, len: usize) -> bool {
+        len > self.budget / 4
+    }
+
     /// The cached result of looking `name` up in lower layer `layer`'s directory `dir_ino`.
     pub fn lower_get(&self, layer: usize, dir_ino: u64, name: &[u8]) -> Option<Cached> {
         let key = Key::new(layer, dir_ino, name);

@@ -167,14 +167,22 @@ thread_local! {
     static LISTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// While it lives, this thread's lookups are of a listing's entries: the lower-lookup cache
-/// is neither asked nor filled. Each entry is looked up once, to become a node the kernel
-/// holds; a walk's hundreds of thousands of them would only push out the entries the cache is
-/// for (names probed again and again), and cost an LRU update each.
+/// While it lives, this thread's lookups are of the entries of a listing too large for the
+/// lower-lookup cache (`Caches::floods`): the cache is neither asked nor filled. Each entry is
+/// looked up once, to become a node the kernel holds; a huge directory's entries would only
+/// push out the entries the cache is for (names probed again and again, and the names an
+/// unlink or a rename probes again after a listing of a small directory), and cost an LRU
+/// update each.
 pub struct Listing(bool);
 
-pub fn listing() -> Listing {
-    Listing(LISTING.replace(true))
+/// A `Listing` guard for a listing of `len` entries: one that does nothing if the cache can
+/// hold them.
+pub fn listing(ovl: &Ovl, len: usize) -> Listing {
+    if ovl.caches.floods(len) {
+        Listing(LISTING.replace(true))
+    } else {
+        Listing(LISTING.get())
+    }
 }
 
 impl Drop for Listing {

@@ -337,7 +337,7 @@ impl Ops {
         };
         // The export record's slots of the entries found, written in runs before the reply.
         let batch = self.ovl.record.as_ref().map(|r| r.batch());
-        let _listing = namei::listing();
+        let _listing = namei::listing(&self.ovl, listing.len());
         // Where the reply stopped for want of room, and how many entries it holds.
         let (mut stopped, mut sent) = (None, 0);
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {

@@ -435,29 +435,31 @@ fn watch_off_leaves_the_kernel_cache_alone() {
 }
 
 #[test]
-fn a_listing_leaves_the_lower_lookup_cache_alone() {
-    let test = "a_listing_leaves_the_lower_lookup_cache_alone";
+fn a_listing_too_large_for_the_cache_leaves_it_alone() {
+    let test = "a_listing_too_large_for_the_cache_leaves_it_alone";
     if !require_root_and_fuse(test) {
         return;
     }
     let tmp = TempDir::new(test);
-    let m = PlyMount::new(&format!("{},timeout=0", layers(&tmp)));
-    fs::metadata(m.path("a")).unwrap();
-    let before = stats(&m.mnt);
-    // READDIRPLUS looks each of the 20 entries up, without caching the probes.
-    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
-    let listed = stats(&m.mnt);
-    assert!(delta(&before, &listed, "lower_probes") >= 20, "{listed:?}");
-    assert_eq!(
-        listed["lower_entries"], before["lower_entries"],
-        "the listing added no cache entries"
-    );
-    // A lookup of its own is cached as before.
-    fs::metadata(m.path("a/f3")).unwrap();
-    let looked = stats(&m.mnt);
-    assert!(
-        looked["lower_entries"] > listed["lower_entries"],
-        "{looked:?}"
-    );
-    m.unmount();
+    let opts = layers(&tmp);
+    // 22 entries (with . and ..): more than a quarter of 40 cache entries, not of 16384.
+    for (extra, floods) in [(",cache_entries=40", true), ("", false)] {
+        let m = PlyMount::new(&format!("{opts},timeout=0{extra}"));
+        fs::metadata(m.path("a")).unwrap();
+        let before = stats(&m.mnt);
+        // READDIRPLUS looks each of the 20 entries up.
+        assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 20);
+        let listed = stats(&m.mnt);
+        assert!(delta(&before, &listed, "lower_probes") >= 20, "{listed:?}");
+        let added = delta(&before, &listed, "lower_entries");
+        if floods {
+            assert_eq!(added, 0, "the listing bypassed the small cache");
+            // A lookup of its own is cached as before.
+            fs::metadata(m.path("a/f3")).unwrap();
+            assert_eq!(stats(&m.mnt)["lower_entries"], listed["lower_entries"] + 1);
+        } else {
+            assert!(added >= 20, "the listing filled the cache: {listed:?}");
+        }
+        m.unmount();
+    }
 }
