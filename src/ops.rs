@@ -177,14 +177,19 @@ impl Ops {
             };
         }
         let parent = dir_node(&self.ovl, parent)?;
+        let found = namei::lookup(&self.ovl, &parent, name)?;
         let dir = parent.dir();
-        // The first lookup after a listing by name alone: the others are likely to follow.
-        if dir.names_only.load(Ordering::Acquire) && !dir.statahead.swap(true, Ordering::AcqRel) {
+        // The first lookup of an entry after a listing by name alone (a name that is not
+        // there says nothing of the entries): the others are likely to follow.
+        if found.is_some()
+            && dir.names_only.load(Ordering::Acquire)
+            && !dir.statahead.swap(true, Ordering::AcqRel)
+        {
             let reals = parent.reals();
             let dirs = reals.iter().filter_map(|r| r.dir_fd().cloned());
             self.ovl.caches.statahead.ask(dirs);
         }
-        namei::lookup(&self.ovl, &parent, name)
+        Ok(found)
     }
 
     fn getxattr_value(&self, ino: u64, name: &OsStr) -> OResult<Vec<u8>> {

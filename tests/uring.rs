@@ -178,6 +178,10 @@ fn io_uring_reads_lists_and_describes_as_the_kernel_overlay() {
         }
         stats(&m.mnt)["uring_requests"] - before
     };
+    // A name that is not there starts no statahead.
+    assert!(fs::symlink_metadata(names_only.path("wide/not-there")).is_err());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(stats(&names_only.mnt)["statahead"], 0);
     // The listing the kernel kept has 2900 entries without attributes: a walk after it
     // looks them up one by one.
     let looked_up = stat_all(&names_only);
