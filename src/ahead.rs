@@ -20,9 +20,9 @@ use fuser::FileAttr;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::background::Background;
 use crate::namei;
 use crate::node::Node;
 use crate::ovl::{OResult, Ovl};
@@ -186,30 +186,19 @@ pub struct Job {
     pub range: Range<usize>,
 }
 
-/// The read-ahead thread's queue, started with the first job.
-#[derive(Default)]
-pub struct Worker {
-    queue: OnceLock<SyncSender<Job>>,
-}
+/// The read-ahead thread (at normal priority: the request that follows may wait for it).
+pub struct Worker(Background<Job>);
 
-impl Worker {
-    /// Queues `job`; a full queue drops it.
-    pub fn ask(&self, job: Job) {
-        let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = sync_channel(QUEUE);
-            // Without the thread the receiver is gone and every job is dropped.
-            let _ = std::thread::Builder::new()
-                .name("plyfs-listahead".into())
-                .spawn(move || run(rx));
-            tx
-        });
-        let _ = queue.try_send(job);
+impl Default for Worker {
+    fn default() -> Self {
+        Worker(Background::new("plyfs-listahead", QUEUE, false))
     }
 }
 
-fn run(rx: Receiver<Job>) {
-    for job in rx {
-        look_ahead(&job);
+impl Worker {
+    /// Queues `job`; a full queue drops it (the request threads then do the work).
+    pub fn ask(&self, job: Job) {
+        self.0.send(job, |job| look_ahead(&job));
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod ahead;
+pub mod background;
 pub mod cache;
 pub mod config;
 pub mod copy_up;

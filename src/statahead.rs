@@ -17,34 +17,35 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use crate::background::Background;
 
 /// Directories waiting for the thread; more are dropped.
 const QUEUE: usize = 64;
 
-/// The statahead thread's queue, started with the first request.
-#[derive(Default)]
+/// The statahead thread (SCHED_IDLE: only a CPU nothing else wants).
 pub struct Statahead {
-    queue: OnceLock<SyncSender<Arc<OwnedFd>>>,
+    thread: Background<Arc<OwnedFd>>,
     /// Entries statted so far (`plyfs.stats`).
     done: Arc<AtomicU64>,
+}
+
+impl Default for Statahead {
+    fn default() -> Self {
+        Statahead {
+            thread: Background::new("plyfs-statahead", QUEUE, true),
+            done: Arc::default(),
+        }
+    }
 }
 
 impl Statahead {
     /// Asks for the entries of real directories `dirs` to be statted, in the background.
     pub fn ask(&self, dirs: impl IntoIterator<Item = Arc<OwnedFd>>) {
-        let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = sync_channel(QUEUE);
-            let done = self.done.clone();
-            // Without the thread the receiver is gone and every request is dropped.
-            let _ = std::thread::Builder::new()
-                .name("plyfs-statahead".into())
-                .spawn(move || run(rx, &done));
-            tx
-        });
         for dir in dirs {
-            if queue.try_send(dir).is_err() {
+            let done = self.done.clone();
+            if !self.thread.send(dir, move |dir| read_ahead(&dir, &done)) {
                 break;
             }
         }
@@ -53,14 +54,6 @@ impl Statahead {
     /// How many entries the thread has statted.
     pub fn done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
-    }
-}
-
-fn run(rx: Receiver<Arc<OwnedFd>>, done: &AtomicU64) {
-    // Only a CPU nothing else wants.
-    let _ = crate::sys::sched::set_idle(crate::sys::sched::gettid(), true);
-    for dir in rx {
-        read_ahead(&dir, done);
     }
 }
 
