@@ -343,8 +343,9 @@ impl Ops {
         // The export record's slots of the entries found, written in runs before the reply.
         let batch = self.ovl.record.as_ref().map(|r| r.batch());
         let _listing = namei::listing(&self.ovl, listing.len());
-        // Where the reply stopped for want of room, and how many entries it holds.
-        let (mut stopped, mut sent) = (None, 0);
+        // Where the reply stopped for want of room, how many entries it holds, and whether some
+        // went by name alone.
+        let (mut stopped, mut sent, mut names_only) = (None, 0, false);
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             let off = i as u64 + 1;
             let dots = e.name == "." || e.name == "..";
@@ -356,7 +357,7 @@ impl Ops {
             // (`opendir`): a directory listed twice is wanted with its attributes.
             if i >= plus_entries && !dots {
                 if let Some(full) = reply.add_name(e.ino, off, e.kind, &e.name) {
-                    node.dir().names_only.store(true, Ordering::Release);
+                    names_only = true;
                     if full {
                         break;
                     }
@@ -406,6 +407,9 @@ impl Ops {
             sent += 1;
         }
         drop(batch);
+        if names_only {
+            node.dir().names_only.store(true, Ordering::Release);
+        }
         reply.ok();
         // The kernel will ask for the entries from `stopped` on next, while it takes this
         // reply in: look up the next two replies' worth meanwhile, where they go with
