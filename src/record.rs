@@ -152,6 +152,15 @@ impl Held {
     fn end(&self) -> u64 {
         self.at + self.bytes.len() as u64
     }
+
+    /// Where in `bytes` the slot at `at` of file `file` of record `record` is, if held.
+    fn slot(&self, record: usize, file: usize, at: u64) -> Option<std::ops::Range<usize>> {
+        if self.record != record || self.file != file || at < self.at || at >= self.end() {
+            return None;
+        }
+        let from = (at - self.at) as usize;
+        Some(from..from + SLOT as usize)
+    }
 }
 
 impl Record {
@@ -213,11 +222,8 @@ impl Record {
         let mut s = [0u8; SLOT as usize];
         let held = HELD.with(|h| {
             let h = h.borrow();
-            let held = h.as_ref().filter(|held| {
-                held.record == self.key() && held.file == file && held.at <= at && at < held.end()
-            })?;
-            let from = (at - held.at) as usize;
-            s.copy_from_slice(&held.bytes[from..from + SLOT as usize]);
+            let held = h.as_ref()?;
+            s.copy_from_slice(&held.bytes[held.slot(self.key(), file, at)?]);
             Some(())
         });
         if held.is_none() {
@@ -260,9 +266,8 @@ impl Record {
         let held = HELD.with(|h| {
             let mut h = h.borrow_mut();
             let held = h.as_mut().filter(|held| held.record == self.key())?;
-            if held.file == file && held.at <= at && at < held.end() {
-                let from = (at - held.at) as usize;
-                held.bytes[from..from + SLOT as usize].copy_from_slice(&s);
+            if let Some(slot) = held.slot(self.key(), file, at) {
+                held.bytes[slot].copy_from_slice(&s);
                 return Some(());
             }
             if held.bytes.is_empty()
