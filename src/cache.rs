@@ -171,6 +171,8 @@ pub struct Stats {
     pub uring_requests: AtomicU64,
     /// Listing entries sent as the read-ahead looked them up (`ahead.rs`).
     pub listed_ahead: AtomicU64,
+    /// FORGET and BATCH_FORGET messages read from /dev/fuse (`fs.rs`, `FORGET_GATHER`).
+    pub forget_reads: AtomicU64,
 }
 
 /// The names of a complete directory at one version of it, as their hashes (`Caches::hasher`);
@@ -375,7 +377,7 @@ impl Caches {
     pub fn stats_line(&self) -> String {
         let lower = self.lower.lock().unwrap_or_else(|e| e.into_inner()).len();
         format!(
-            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={} getxattrs={} uring_requests={} statahead={} listed_ahead={}\n",
+            "lower_probes={} lower_hits={} complete_hits={} lower_entries={} complete_names={} getxattrs={} uring_requests={} statahead={} listed_ahead={} forget_reads={}\n",
             self.stats.lower_probes.load(Ordering::Relaxed),
             self.stats.lower_hits.load(Ordering::Relaxed),
             self.stats.complete_hits.load(Ordering::Relaxed),
@@ -385,6 +387,7 @@ impl Caches {
             self.stats.uring_requests.load(Ordering::Relaxed),
             self.statahead.done(),
             self.stats.listed_ahead.load(Ordering::Relaxed),
+            self.stats.forget_reads.load(Ordering::Relaxed),
         )
     }
 }

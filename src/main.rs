@@ -88,7 +88,7 @@ fn session(cfg: &Config) -> Result<Mounted> {
         *ovl.uring.lock().unwrap_or_else(|e| e.into_inner()) = plyfs::uring::prepare(cfg.threads);
     }
     let ops = plyfs::ops::Ops { ovl: ovl.clone() };
-    let session = plyfs::mount::mount(PlyFs { ops: ops.clone() }, cfg)?;
+    let session = plyfs::mount::mount(PlyFs::new(ops.clone()), cfg)?;
     let dev = std::sync::Arc::new(
         session
             .as_fd()

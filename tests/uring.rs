@@ -329,3 +329,39 @@ fn io_uring_carries_written_data() {
     assert!(served > 10, "only {served} requests came through io_uring");
     pm.unmount();
 }
+
+#[test]
+fn io_uring_mounts_take_forgets_in_batches() {
+    let test = "io_uring_mounts_take_forgets_in_batches";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let Some(_on) = UringOn::new(test) else {
+        return;
+    };
+    let l = Layers::build("demo", &[]);
+    let pm = PlyMount::new(&l.opts);
+    let dir = pm.path("many");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..2000 {
+        fs::write(dir.join(format!("f{i:04}")), b"x").unwrap();
+    }
+    let at_start = stats(&pm.mnt);
+    assert!(at_start["uring_requests"] > 2000, "{at_start:?}");
+    // Each removed file's inode is forgotten: 2000 forgets, which come through /dev/fuse.
+    for i in 0..2000 {
+        fs::remove_file(dir.join(format!("f{i:04}"))).unwrap();
+    }
+    // All of them reach the daemon (its nodes go) ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stats(&pm.mnt)["nodes"] > at_start["nodes"] - 2000 && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let at_end = stats(&pm.mnt);
+    assert_eq!(at_end["nodes"], at_start["nodes"] - 2000, "{at_end:?}");
+    // ... gathered into batches: read one by one they were about 2000 reads.
+    let reads = at_end["forget_reads"] - at_start["forget_reads"];
+    assert!(reads < 500, "{reads} reads of forgets for 2000 files");
+    pm.unmount();
+}
