@@ -257,6 +257,16 @@ pub fn make(
     };
     ovl.caches.name_added(parent, name.as_bytes());
     let (node, attr) = namei::lookup(ovl, parent, name)?.ok_or(Errno::EIO)?;
+    if matches!(what, New::Dir { .. }) {
+        // A directory just made is empty in the merged view (nothing was at its name in any
+        // layer, or it is opaque): complete with no names, so that the names then made in it
+        // are looked up and created without probing the upper layer for each.
+        let version = node
+            .dir()
+            .version
+            .load(std::sync::atomic::Ordering::Acquire);
+        ovl.caches.set_complete(&node, version, std::iter::empty());
+    }
     Ok((node, attr, fd))
 }
 

@@ -156,6 +156,43 @@ fn creates_keep_a_directory_complete() {
     m.unmount();
 }
 
+/// A directory made through the mount is complete from the start: lookups of the names then
+/// made in it are answered from memory, also where it is made over a removed lower directory
+/// (opaque), and a name made in it underneath still shows.
+#[test]
+fn a_directory_made_through_the_mount_is_complete() {
+    let test = "a_directory_made_through_the_mount_is_complete";
+    if !require_root_and_fuse(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let opts = layers(&tmp);
+    let m = PlyMount::new(&format!("{opts},timeout=0"));
+    fs::create_dir(m.path("fresh")).unwrap();
+    let before = stats(&m.mnt);
+    stat_missing(&m.mnt, "fresh", 30);
+    fs::write(m.path("fresh/made"), "made").unwrap();
+    stat_missing(&m.mnt, "fresh", 10);
+    let after = stats(&m.mnt);
+    // 30 misses, the name's lookup and the create's own check of it, and 10 more misses.
+    assert_eq!(delta(&before, &after, "complete_hits"), 42, "{after:?}");
+    assert_eq!(fs::read_to_string(m.path("fresh/made")).unwrap(), "made");
+    // Made again over a removed lower directory: empty, its lower names hidden.
+    fs::remove_dir_all(m.path("b")).unwrap();
+    fs::create_dir(m.path("b")).unwrap();
+    let before = stats(&m.mnt);
+    assert!(fs::symlink_metadata(m.path("b/f1")).is_err());
+    assert_eq!(delta(&before, &stats(&m.mnt), "complete_hits"), 1);
+    assert_eq!(fs::read_dir(m.path("b")).unwrap().count(), 0);
+    // Written underneath (the upper-layer watch): the directory stops being complete.
+    fs::write(tmp.join("upper/fresh/late"), "late").unwrap();
+    assert!(
+        within_a_second(|| m.path("fresh/late").exists()),
+        "a name made underneath a directory made through the mount is not visible"
+    );
+    m.unmount();
+}
+
 /// Writes do not ask the daemon anything: the kernel asks for `security.capability` before the
 /// first write of a file, and (plyfs clearing setuid and setgid itself) remembers a file without
 /// it, through passthrough and copy-up alike.
