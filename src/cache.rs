@@ -282,7 +282,19 @@ impl Caches {
     /// directory would make it incomplete, and each following miss would probe the layers).
     /// Past the names budget, or on any doubt, the directory just stops being complete.
     pub fn name_added(&self, dir: &Node, name: &[u8]) {
-        let hash = self.hasher.hash_one(name);
+        self.names_changed(dir, Some(name));
+    }
+
+    /// Notes that a name of `dir` went away through the mount (unlink, rmdir, the source of a
+    /// rename): the directory's version moves, and a complete directory stays complete still
+    /// holding the name's hash. Its names are a superset of the directory's from then on, which
+    /// is safe: a name it may hold is looked up in the layers.
+    pub fn name_removed(&self, dir: &Node) {
+        self.names_changed(dir, None);
+    }
+
+    fn names_changed(&self, dir: &Node, added: Option<&[u8]>) {
+        let hash = added.map(|name| self.hasher.hash_one(name));
         let state = dir.dir();
         // The complete lock is held across the bump, so a reader (who compares versions under
         // it) sees the old version with the old names or the new one with the new.
@@ -292,12 +304,14 @@ impl Caches {
             if c.version != old {
                 return false;
             }
-            if let Slot::Vacant(slot) = c.names.entry(hash, |&h| h == hash, |&h| h) {
-                if self.complete_names.fetch_add(1, Ordering::AcqRel) >= self.budget {
-                    self.complete_names.fetch_sub(1, Ordering::AcqRel);
-                    return false;
+            if let Some(hash) = hash {
+                if let Slot::Vacant(slot) = c.names.entry(hash, |&h| h == hash, |&h| h) {
+                    if self.complete_names.fetch_add(1, Ordering::AcqRel) >= self.budget {
+                        self.complete_names.fetch_sub(1, Ordering::AcqRel);
+                        return false;
+                    }
+                    slot.insert(hash);
                 }
-                slot.insert(hash);
             }
             c.version = old + 1;
             true

@@ -503,7 +503,7 @@ pub fn remove(ovl: &Ovl, parent: &Arc<Node>, name: &OsStr, dir: bool) -> OResult
         let entry = namei::upper_entry(ovl, udir.as_fd(), &cname)?;
         res = remove_found(ovl, parent, &found, &udir, &cname, entry, in_upper, dir);
     }
-    parent.bump_version();
+    ovl.caches.name_removed(parent);
     if let (Ok(()), Some(node)) = (&res, &node) {
         repoint(node, &udir, &cname, held);
     }
@@ -564,8 +564,9 @@ pub fn rename(
     });
     ovl.renames.fetch_add(1, Ordering::AcqRel);
     let res = rename_locked(ovl, parent, name, newparent, newname, flags, exchange);
-    parent.bump_version();
-    newparent.bump_version();
+    // Only these two names changed: complete directories stay complete.
+    ovl.caches.name_removed(parent);
+    ovl.caches.name_added(newparent, newname.as_bytes());
     ovl.renames.fetch_add(1, Ordering::AcqRel);
     res
 }

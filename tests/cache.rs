@@ -156,6 +156,36 @@ fn creates_keep_a_directory_complete() {
     m.unmount();
 }
 
+/// Unlinks and renames keep a directory complete too: the names gone are not found, the names
+/// moved are found where they went, and misses are still answered from memory.
+#[test]
+fn removes_and_renames_keep_a_directory_complete() {
+    let Some((_tmp, m)) = mount_with_a_listed("removes_and_renames_keep_a_directory_complete")
+    else {
+        return;
+    };
+    assert_eq!(fs::read_dir(m.path("b")).unwrap().count(), 20);
+    fs::remove_file(m.path("a/f1")).unwrap();
+    fs::rename(m.path("a/f2"), m.path("a/g2")).unwrap();
+    fs::rename(m.path("a/f3"), m.path("b/g3")).unwrap();
+    fs::create_dir(m.path("a/sub")).unwrap();
+    fs::remove_dir(m.path("a/sub")).unwrap();
+    let before = stats(&m.mnt);
+    stat_missing(&m.mnt, "a", 30);
+    stat_missing(&m.mnt, "b", 30);
+    let after = stats(&m.mnt);
+    assert_eq!(delta(&before, &after, "complete_hits"), 60, "{after:?}");
+    assert_eq!(delta(&before, &after, "lower_probes"), 0, "{after:?}");
+    for gone in ["a/f1", "a/f2", "a/f3", "a/sub"] {
+        assert!(fs::symlink_metadata(m.path(gone)).is_err(), "{gone}");
+    }
+    assert_eq!(fs::read_to_string(m.path("a/g2")).unwrap(), "x");
+    assert_eq!(fs::read_to_string(m.path("b/g3")).unwrap(), "x");
+    assert_eq!(fs::read_dir(m.path("a")).unwrap().count(), 18);
+    assert_eq!(fs::read_dir(m.path("b")).unwrap().count(), 21);
+    m.unmount();
+}
+
 /// A directory made through the mount is complete from the start: lookups of the names then
 /// made in it are answered from memory, also where it is made over a removed lower directory
 /// (opaque), and a name made in it underneath still shows.
