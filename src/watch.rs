@@ -174,7 +174,8 @@ impl Watch {
         tracing::debug!(dir = id, name = ?String::from_utf8_lossy(&ev.name), mask = ev.mask, "changed underneath");
         let name: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(ev.name);
         if ev.mask & ENTRY_EVENTS != 0 {
-            // A name came or went: the entry (positive or negative) and the listing are stale.
+            // A name came or went: the entry (positive or negative), the listing and the
+            // directory's attributes (size, times) are stale.
             dir.bump_version();
             if !name.is_empty() {
                 ovl.notify.queue(Inval::Entry { parent: id, name });
@@ -182,13 +183,15 @@ impl Watch {
         } else if !name.is_empty() {
             // Content or attributes of a child (also a write through a passthrough file, which
             // the kernel does as the writer): only the child's attributes, which takes no lock
-            // (an entry invalidation takes the directory's, see notify.rs).
+            // (an entry invalidation takes the directory's, see notify.rs). The directory itself
+            // did not change.
             if let Ok(Some(found)) = crate::namei::find(ovl, &dir, &name) {
                 let child = ovl.id_of_reals(found.kind, &found.reals, &dir);
                 if ovl.nodes.get(child).is_some() {
                     ovl.notify.queue(Inval::Inode { ino: child });
                 }
             }
+            return;
         }
         ovl.notify.queue(Inval::Inode { ino: id });
     }
