@@ -45,8 +45,8 @@ impl PlyFs {
 /// queues serve every other request. Each unlinked or evicted inode queues a forget; read as
 /// they come, an `rm -rf` of 50000 files woke a reader 50000 times (a third of its context
 /// switches, on the CPUs `rm` and the io_uring threads run on). Left in the kernel's queue a
-/// moment, they come as one BATCH_FORGET. An interrupt may wait as long when every reader
-/// waits (plyfs answers interrupts by finishing the request anyway).
+/// moment, they come as one BATCH_FORGET. Nothing else waits: fuser answers the first
+/// INTERRUPT with ENOSYS, after which the kernel sends none (a request always finishes).
 const FORGET_GATHER: Duration = Duration::from_millis(5);
 
 thread_local! {
