@@ -60,10 +60,22 @@ pub fn link(odir: BorrowedFd, oname: &CStr, ndir: BorrowedFd, nname: &CStr) -> R
     nix::unistd::linkat(odir, oname, ndir, nname, flags)
 }
 
-/// Gives `O_TMPFILE` file `fd` the name `name` in `dir`, which must not exist. Through its
-/// /proc link: `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH, which rootless plyfs lacks.
+/// Set once a link by `AT_EMPTY_PATH` was refused (no CAP_DAC_READ_SEARCH: rootless plyfs).
+static NO_EMPTY_PATH_LINK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Gives `O_TMPFILE` file `fd` the name `name` in `dir`, which must not exist. By the fd itself
+/// (`AT_EMPTY_PATH`, which needs CAP_DAC_READ_SEARCH), else through its /proc link.
 pub fn link_tmpfile(fd: BorrowedFd, dir: BorrowedFd, name: &CStr) -> R<()> {
+    use std::sync::atomic::Ordering;
     tracing::debug!(?name, "real link of a temp file");
+    if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
+        // Without the capability the kernel answers ENOENT, as for a name that is not there.
+        match nix::unistd::linkat(fd, c"", dir, name, AtFlags::AT_EMPTY_PATH) {
+            Err(Errno::ENOENT) => NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed),
+            r => return r,
+        }
+    }
     nix::unistd::linkat(
         nix::fcntl::AT_FDCWD,
         crate::layer::proc_path(fd).as_str(),
@@ -141,7 +153,12 @@ pub fn chown(dir: BorrowedFd, name: &CStr, uid: Option<u32>, gid: Option<u32>) -
 pub fn chmod(dir: BorrowedFd, name: &CStr, mode: u32) -> R<()> {
     tracing::debug!(?name, mode, "real chmod");
     if name.is_empty() {
-        // An O_PATH fd of a directory: go through /proc to reach it.
+        // The fd itself: through it where it is open for I/O; an `O_PATH` fd (a directory's)
+        // refuses, and /proc reaches it.
+        match nix::sys::stat::fchmod(dir, Mode::from_bits_truncate(mode)) {
+            Err(Errno::EBADF) => {}
+            r => return r,
+        }
         return nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
             crate::layer::proc_path(dir).as_str(),
@@ -163,6 +180,10 @@ pub fn chmod(dir: BorrowedFd, name: &CStr, mode: u32) -> R<()> {
 pub fn utimens(dir: BorrowedFd, name: &CStr, atime: &TimeSpec, mtime: &TimeSpec) -> R<()> {
     tracing::debug!(?name, "real utimens");
     if name.is_empty() {
+        // The fd itself (`O_PATH` or not), else through /proc where the kernel refuses that.
+        if let Some(r) = crate::sys::utimes::utimens_fd(dir, atime, mtime) {
+            return r.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+        }
         return nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
             crate::layer::proc_path(dir).as_str(),

@@ -15,4 +15,5 @@ pub mod process;
 pub mod sched;
 pub mod stat;
 pub mod uring;
+pub mod utimes;
 pub mod xattr;

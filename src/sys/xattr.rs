@@ -182,6 +182,23 @@ pub fn set(dir: BorrowedFd, name: &CStr, attr: &CStr, value: &[u8], flags: i32) 
             return r.map(drop);
         }
     }
+    if name.is_empty() {
+        // The fd itself: straight through it where it is open for I/O (a copy-up's unnamed
+        // file); an `O_PATH` fd refuses (EBADF) and goes through /proc below.
+        // SAFETY: `attr` is NUL-terminated; `value` is valid for reads of its length.
+        let r = result(unsafe {
+            libc::fsetxattr(
+                dir.as_raw_fd(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        } as libc::c_long);
+        if !matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EBADF)) {
+            return r.map(drop);
+        }
+    }
     let path = proc_path(dir, name);
     // SAFETY: `path` and `attr` are NUL-terminated; `value` is valid for reads of its length.
     result(unsafe {
