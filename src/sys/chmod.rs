@@ -28,13 +28,5 @@ pub fn fchmodat_nofollow(dir: BorrowedFd, name: &CStr, mode: u32) -> Option<io::
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    if r == 0 {
-        return Some(Ok(()));
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENOSYS) {
-        MISSING.store(true, Ordering::Relaxed);
-        return None;
-    }
-    Some(Err(e))
+    super::unless_lacking(r, libc::ENOSYS, &MISSING)
 }

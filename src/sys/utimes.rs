@@ -28,13 +28,5 @@ pub fn utimens_fd(fd: BorrowedFd, atime: &TimeSpec, mtime: &TimeSpec) -> Option<
             libc::AT_EMPTY_PATH,
         )
     };
-    if r == 0 {
-        return Some(Ok(()));
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EINVAL) {
-        REFUSED.store(true, Ordering::Relaxed);
-        return None;
-    }
-    Some(Err(e))
+    super::unless_lacking(r as libc::c_long, libc::EINVAL, &REFUSED)
 }
