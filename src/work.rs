@@ -9,8 +9,10 @@
 
 use anyhow::{Context, Result};
 use nix::dir::{Dir, Type};
-use nix::fcntl::OFlag;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
+use nix::unistd::AccessFlags;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -152,7 +154,10 @@ pub fn open_index(workdir: &Path) -> Result<OwnedFd> {
     open_subdir(workdir, c"index")
 }
 
-/// Opens (making it if needed, mode 0 as the kernel does) directory `name` of the workdir.
+/// Opens (making it if needed, mode 0 as the kernel does) directory `name` of the workdir. Mode 0
+/// keeps out everyone but a daemon with CAP_DAC_OVERRIDE (root, or root of a user namespace, as
+/// under rootless podman); a daemon without it that owns the directory opens it to itself
+/// (0700, as fuse-overlayfs makes its work dir), else it could not use it.
 fn open_subdir(workdir: &Path, name: &CStr) -> Result<OwnedFd> {
     let what = || format!("'{}/{}'", workdir.display(), name.to_string_lossy());
     let w = nix::fcntl::open(
@@ -165,7 +170,13 @@ fn open_subdir(workdir: &Path, name: &CStr) -> Result<OwnedFd> {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
         Err(e) => return Err(e).with_context(|| format!("cannot make {}", what())),
     }
-    open_dir(w.as_fd(), name).with_context(|| format!("cannot open {}", what()))
+    let fd = open_dir(w.as_fd(), name).with_context(|| format!("cannot open {}", what()))?;
+    let all = AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK;
+    if nix::unistd::faccessat(&fd, c".", all, AtFlags::AT_EACCESS) == Err(Errno::EACCES) {
+        crate::realops::chmod(fd.as_fd(), c"", 0o700)
+            .with_context(|| format!("cannot use {}: mode 0, and not ours", what()))?;
+    }
+    Ok(fd)
 }
 
 /// Removes everything in directory `dir`; returns how many top-level entries went.

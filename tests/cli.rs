@@ -164,6 +164,56 @@ fn mount_point_inside_a_layer() {
     assert_fails_before_mount(&["-o", &o, s(&mnt)], &mnt, &["mount point", "inside"]);
 }
 
+/// A daemon without CAP_DAC_OVERRIDE (a plain user, no user namespace) cannot use a work dir of
+/// mode 0, as the kernel makes it: plyfs opens the one it owns to itself (0700) and goes on to
+/// the mount, which then depends on /dev/fuse (on CI, only root may open it).
+#[test]
+fn an_unprivileged_owner_gets_a_work_dir_of_its_own() {
+    let test = "an_unprivileged_owner_gets_a_work_dir_of_its_own";
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        skip(test, "not running as root (it runs plyfs as another user)");
+        return;
+    }
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args);
+        run_bounded(&mut c, Duration::from_secs(20))
+    };
+    if !as_nobody(&["test", "-x", PLYFS]).status.success() {
+        skip(
+            test,
+            "no setpriv, or user 65534 cannot run the plyfs binary",
+        );
+        return;
+    }
+    let f = fixture("unprivileged-work");
+    let (upper, work) = (f.tmp.mkdir("upper"), f.tmp.mkdir("work"));
+    fs::set_permissions(&f.tmp.path, fs::Permissions::from_mode(0o755)).unwrap();
+    for d in [&f.lower, &upper, &work, &f.mnt] {
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let o = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        s(&f.lower),
+        s(&upper),
+        s(&work)
+    );
+    let out = as_nobody(&[PLYFS, "-o", &o, s(&f.mnt)]);
+    if is_mounted(&f.mnt) {
+        unmount(&f.mnt);
+    } else {
+        assert!(
+            !out.stderr.contains(s(&work)),
+            "plyfs as a plain user stopped at its work dir: {}",
+            out.stderr
+        );
+    }
+    let w = fs::metadata(work.join("work")).unwrap();
+    assert_eq!((w.uid(), w.mode() & 0o7777), (65534, 0o700));
+}
+
 #[test]
 fn mount_point_missing() {
     let f = fixture("no-mnt");
