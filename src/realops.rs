@@ -153,11 +153,9 @@ pub fn chown(dir: BorrowedFd, name: &CStr, uid: Option<u32>, gid: Option<u32>) -
 pub fn chmod(dir: BorrowedFd, name: &CStr, mode: u32) -> R<()> {
     tracing::debug!(?name, mode, "real chmod");
     if name.is_empty() {
-        // The fd itself: through it where it is open for I/O; an `O_PATH` fd (a directory's)
-        // refuses, and /proc reaches it.
-        match nix::sys::stat::fchmod(dir, Mode::from_bits_truncate(mode)) {
-            Err(Errno::EBADF) => {}
-            r => return r,
+        // The fd itself (`O_PATH` or not), else through /proc where the kernel lacks that.
+        if let Some(r) = crate::sys::chmod::fchmod_fd(dir, mode) {
+            return r.map_err(io_to_nix);
         }
         return nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
@@ -167,7 +165,7 @@ pub fn chmod(dir: BorrowedFd, name: &CStr, mode: u32) -> R<()> {
         );
     }
     if let Some(res) = crate::sys::chmod::fchmodat_nofollow(dir, name, mode) {
-        return res.map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+        return res.map_err(io_to_nix);
     }
     nix::sys::stat::fchmodat(
         dir,
@@ -182,7 +180,7 @@ pub fn utimens(dir: BorrowedFd, name: &CStr, atime: &TimeSpec, mtime: &TimeSpec)
     if name.is_empty() {
         // The fd itself (`O_PATH` or not), else through /proc where the kernel refuses that.
         if let Some(r) = crate::sys::utimes::utimens_fd(dir, atime, mtime) {
-            return r.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+            return r.map_err(io_to_nix);
         }
         return nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
