@@ -92,22 +92,26 @@ impl OvlXattrs {
     }
 }
 
-/// Reads a small xattr of `dir`/`name` (empty name: `dir` itself). `Ok(None)` when it is absent
-/// or the filesystem has no xattrs.
+/// Reads an xattr of `dir`/`name` (empty name: `dir` itself), as `read_all`, but `Ok(None)`
+/// also where the filesystem has no xattrs or refuses the namespace.
 pub fn read_small(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = [0u8; 256];
-    match sys::xattr::get(dir, name, attr, &mut buf) {
-        Ok(n) => Ok(Some(buf[..n].to_vec())),
-        Err(e) => match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) | Some(libc::EPERM) => Ok(None),
-            Some(libc::ERANGE) => read_all(dir, name, attr),
-            _ => Err(e),
-        },
+    match read_all(dir, name, attr) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => Ok(None),
+        r => r,
     }
 }
 
-/// Reads a whole xattr value of any size. `Ok(None)` when absent.
+/// Reads a whole xattr value of any size. `Ok(None)` when absent. Most values are short: one
+/// call into a stack buffer reads them, and only a longer one costs a size probe and a second
+/// read.
 pub fn read_all(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let mut small = [0u8; 256];
+    match sys::xattr::get(dir, name, attr, &mut small) {
+        Ok(n) => return Ok(Some(small[..n].to_vec())),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
+        Err(e) => return Err(e),
+    }
     loop {
         let size = match sys::xattr::get(dir, name, attr, &mut []) {
             Ok(n) => n,
@@ -128,6 +132,14 @@ pub fn read_all(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<Option<
 
 /// Lists the xattr names of `dir`/`name` (NUL-separated, as the kernel gives them).
 pub fn list_all(dir: BorrowedFd, name: &CStr) -> io::Result<Vec<u8>> {
+    // Most objects have a short list or none: one call into a stack buffer answers them, and
+    // only a longer list costs the size probe and a second read.
+    let mut small = [0u8; 256];
+    match sys::xattr::list(dir, name, &mut small) {
+        Ok(n) => return Ok(small[..n].to_vec()),
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
+        Err(e) => return Err(e),
+    }
     loop {
         let size = sys::xattr::list(dir, name, &mut [])?;
         let mut buf = vec![0u8; size];
@@ -206,5 +218,49 @@ mod tests {
             OvlXattrs::new(true).whiteout.as_bytes(),
             b"user.overlay.whiteout"
         );
+    }
+
+    #[test]
+    fn values_and_lists_of_any_length() {
+        use std::os::fd::AsFd;
+        let tmp = std::env::temp_dir().join(format!("plyfs-xattr-len-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("f"), b"").unwrap();
+        let dir = std::fs::File::open(&tmp).unwrap();
+        let (d, f) = (dir.as_fd(), c"f");
+        // The stack buffer's size and one past it, on either side of the second read.
+        let long = vec![b'v'; 3000];
+        let names: Vec<String> = (0..40)
+            .map(|i| format!("user.plyfs-long-name-{i:03}"))
+            .collect();
+        if ::xattr::set(tmp.join("f"), "user.short", b"s").is_err() {
+            println!("SKIPPED: the temp filesystem has no user xattrs");
+            let _ = std::fs::remove_dir_all(&tmp);
+            return;
+        }
+        assert_eq!(read_all(d, f, c"user.short").unwrap().unwrap(), b"s");
+        assert_eq!(read_all(d, f, c"user.absent").unwrap(), None);
+        assert_eq!(read_small(d, f, c"user.absent").unwrap(), None);
+        for value in [vec![b'v'; 256], vec![b'v'; 257], long.clone(), Vec::new()] {
+            ::xattr::set(tmp.join("f"), "user.v", &value).unwrap();
+            assert_eq!(read_all(d, f, c"user.v").unwrap().unwrap(), value);
+            assert_eq!(read_small(d, f, c"user.v").unwrap().unwrap(), value);
+        }
+        let mut want = b"user.short\0user.v\0".to_vec();
+        assert_eq!(sorted(&list_all(d, f).unwrap()), sorted(&want));
+        for n in &names {
+            ::xattr::set(tmp.join("f"), n, b"").unwrap();
+            want.extend_from_slice(n.as_bytes());
+            want.push(0);
+        }
+        assert!(want.len() > 256);
+        assert_eq!(sorted(&list_all(d, f).unwrap()), sorted(&want));
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    fn sorted(list: &[u8]) -> Vec<&[u8]> {
+        let mut v: Vec<&[u8]> = list.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
+        v.sort();
+        v
     }
 }
