@@ -536,6 +536,16 @@ fn remove_found(
     }
 }
 
+/// One rename request: the names it moves and its flags.
+#[derive(Clone, Copy)]
+struct Rename<'a> {
+    parent: &'a Arc<Node>,
+    name: &'a OsStr,
+    newparent: &'a Arc<Node>,
+    newname: &'a OsStr,
+    flags: RenameFlags,
+}
+
 /// rename(2) with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT.
 pub fn rename(
     ovl: &Ovl,
@@ -546,7 +556,6 @@ pub fn rename(
     flags: u32,
 ) -> OResult<()> {
     let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
-    let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
     // The names locks of both directories, in node id order (see node.rs), and the rename
     // sequence odd while names move (see reconnect.rs).
     let (first, second) = if parent.id <= newparent.id {
@@ -563,7 +572,14 @@ pub fn rename(
             .unwrap_or_else(|e| e.into_inner())
     });
     ovl.renames.fetch_add(1, Ordering::AcqRel);
-    let res = rename_locked(ovl, parent, name, newparent, newname, flags, exchange);
+    let r = Rename {
+        parent,
+        name,
+        newparent,
+        newname,
+        flags,
+    };
+    let res = rename_locked(ovl, r);
     // Only these two names changed: complete directories stay complete.
     ovl.caches.name_removed(parent);
     ovl.caches.name_added(newparent, newname.as_bytes());
@@ -571,41 +587,24 @@ pub fn rename(
     res
 }
 
-fn rename_locked(
-    ovl: &Ovl,
-    parent: &Arc<Node>,
-    name: &OsStr,
-    newparent: &Arc<Node>,
-    newname: &OsStr,
-    flags: RenameFlags,
-    exchange: bool,
-) -> OResult<()> {
-    let (src, _) = namei::lookup(ovl, parent, name)?.ok_or(Errno::ENOENT)?;
-    let dst = namei::lookup(ovl, newparent, newname)?.map(|(n, _)| n);
+fn rename_locked(ovl: &Ovl, r: Rename) -> OResult<()> {
+    let exchange = r.flags.contains(RenameFlags::RENAME_EXCHANGE);
+    let (src, _) = namei::lookup(ovl, r.parent, r.name)?.ok_or(Errno::ENOENT)?;
+    let dst = namei::lookup(ovl, r.newparent, r.newname)?.map(|(n, _)| n);
     // The export record learns the new directory before the move, so a crash in between
     // leaves the object findable in one of the two.
     if let Some(record) = &ovl.record {
         if src.kind != FileType::Directory {
-            record.moving(src.id, parent.id, newparent.id);
+            record.moving(src.id, r.parent.id, r.newparent.id);
         }
         if let Some(d) = dst
             .as_ref()
             .filter(|d| exchange && d.kind != FileType::Directory)
         {
-            record.moving(d.id, newparent.id, parent.id);
+            record.moving(d.id, r.newparent.id, r.parent.id);
         }
     }
-    let res = rename_nodes(
-        ovl,
-        parent,
-        name,
-        newparent,
-        newname,
-        flags,
-        exchange,
-        &src,
-        dst.as_ref(),
-    );
+    let res = rename_nodes(ovl, r, &src, dst.as_ref());
     ovl.nodes.forget(src.id, 1);
     if let Some(d) = &dst {
         ovl.nodes.forget(d.id, 1);
@@ -613,18 +612,16 @@ fn rename_locked(
     res
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rename_nodes(
-    ovl: &Ovl,
-    parent: &Arc<Node>,
-    name: &OsStr,
-    newparent: &Arc<Node>,
-    newname: &OsStr,
-    flags: RenameFlags,
-    exchange: bool,
-    src: &Arc<Node>,
-    dst: Option<&Arc<Node>>,
-) -> OResult<()> {
+/// Renames `src` (and `dst`, the object at the new name, if any) as `r` asks.
+fn rename_nodes(ovl: &Ovl, r: Rename, src: &Arc<Node>, dst: Option<&Arc<Node>>) -> OResult<()> {
+    let Rename {
+        parent,
+        name,
+        newparent,
+        newname,
+        flags,
+    } = r;
+    let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
     let w = work(ovl)?;
     if let Some(d) = dst {
         if Arc::ptr_eq(d, src) {
