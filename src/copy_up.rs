@@ -279,9 +279,9 @@ fn copy_data(ovl: &Ovl, dst: &OwnedFd, real: &Real, st: &FileStat) -> OResult<()
     let (sdir, sname) = real.at();
     let src = realops::open(sdir, sname, OFlag::O_RDONLY).map_err(errno)?;
     if st.st_size > 0 && !clone(ovl, real.layer(), &src, dst) {
-        if st.st_blocks > 0 && st.st_size <= st.st_blksize {
-            // Within one block that has storage there is no hole to keep: one copy, without
-            // asking where the data is.
+        if st.st_size <= st.st_blksize && st.st_blocks * 512 >= st.st_size {
+            // A file within one block, with storage for all of it, has no hole to keep: one
+            // copy, without asking where the data is.
             copy_range(&src, dst, 0, st.st_size)?;
         } else {
             copy_segments(&src, dst, st.st_size)?;
