@@ -531,6 +531,9 @@ impl Ops {
                 flags: nix::fcntl::OFlag::O_WRONLY,
                 mode,
             },
+            // A char device 0/0 is a whiteout's form in the upper layer: refused, as the
+            // kernel's ovl_mknod refuses it (else it would hide itself once made).
+            Some(FileType::CharDevice) if rdev == 0 => return reply.error(Errno::EPERM),
             Some(_) => New::Special { mode, rdev },
             None => return reply.error(Errno::EINVAL),
         };

@@ -221,6 +221,15 @@ fn create_and_make() {
                 )
                 .map_err(io::Error::from)
             }),
+            ("a char device 0/0 (a whiteout's form) is refused", |m| {
+                nix::sys::stat::mknod(
+                    &m.join("run/wh"),
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    0,
+                )
+                .map_err(io::Error::from)
+            }),
             ("create over a whiteout", |m| {
                 fs::write(m.join("etc/motd"), b"back\n")
             }),
