@@ -101,49 +101,33 @@ pub fn read_small(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<Optio
     }
 }
 
-/// Reads a whole xattr value of any size. `Ok(None)` when absent. Most values are short: one
-/// call into a stack buffer reads them, and only a longer one costs a size probe and a second
-/// read.
+/// Reads a whole xattr value of any size. `Ok(None)` when absent.
 pub fn read_all(dir: BorrowedFd, name: &CStr, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let mut small = [0u8; 256];
-    match sys::xattr::get(dir, name, attr, &mut small) {
-        Ok(n) => return Ok(Some(small[..n].to_vec())),
-        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
-        Err(e) => return Err(e),
-    }
-    loop {
-        let size = match sys::xattr::get(dir, name, attr, &mut []) {
-            Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; size];
-        match sys::xattr::get(dir, name, attr, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
-            Err(e) => return Err(e),
-        }
+    match read_sized(|buf| sys::xattr::get(dir, name, attr, buf)) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
 /// Lists the xattr names of `dir`/`name` (NUL-separated, as the kernel gives them).
 pub fn list_all(dir: BorrowedFd, name: &CStr) -> io::Result<Vec<u8>> {
-    // Most objects have a short list or none: one call into a stack buffer answers them, and
-    // only a longer list costs the size probe and a second read.
+    read_sized(|buf| sys::xattr::list(dir, name, buf))
+}
+
+/// What `call` (a get or a list: an empty buffer asks for the size) gives, whatever its length.
+/// Most values and lists are short: one call into a stack buffer reads them, and only a longer
+/// one costs a size probe and a second read (again if it grew in between).
+fn read_sized(mut call: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<Vec<u8>> {
     let mut small = [0u8; 256];
-    match sys::xattr::list(dir, name, &mut small) {
+    match call(&mut small) {
         Ok(n) => return Ok(small[..n].to_vec()),
         Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
         Err(e) => return Err(e),
     }
     loop {
-        let size = sys::xattr::list(dir, name, &mut [])?;
-        let mut buf = vec![0u8; size];
-        match sys::xattr::list(dir, name, &mut buf) {
+        let mut buf = vec![0u8; call(&mut [])?];
+        match call(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
